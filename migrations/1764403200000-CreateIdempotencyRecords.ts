@@ -1,0 +1,52 @@
+// Creates the idempotency record table. Add the class to your DataSource's `migrations`, or
+// build one for a custom table name with `createIdempotencyRecordsMigration('my_table')`.
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+import { idempotencyTableNames } from '../src/idempotency-table.js';
+
+/** The DDL, for a table name of your choice. */
+export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down: string[] } {
+  const { table, sequence, expiryIndex } = idempotencyTableNames(tableName);
+  return {
+    up: [
+      // Fencing tokens come from a sequence, so a token is never reused even after a
+      // record is released and the key claimed again.
+      `CREATE SEQUENCE IF NOT EXISTS ${sequence}`,
+      `CREATE TABLE IF NOT EXISTS ${table} (
+        scope            text        NOT NULL,
+        idempotency_key  text        NOT NULL,
+        fingerprint      bytea       NOT NULL,
+        state            text        NOT NULL CHECK (state IN ('in_progress', 'completed')),
+        fencing_token    bigint      NOT NULL,
+        locked_until     timestamptz,
+        response_status  smallint,
+        response_headers jsonb,
+        response_body    bytea,
+        created_at       timestamptz NOT NULL DEFAULT now(),
+        completed_at     timestamptz,
+        expires_at       timestamptz NOT NULL,
+        PRIMARY KEY (scope, idempotency_key)
+      )`,
+      `CREATE INDEX IF NOT EXISTS ${expiryIndex} ON ${table} (expires_at)`,
+    ],
+    down: [`DROP TABLE IF EXISTS ${table}`, `DROP SEQUENCE IF EXISTS ${sequence}`],
+  };
+}
+
+/** Builds a migration class for a custom table name (TypeORM wants classes, not instances). */
+export function createIdempotencyRecordsMigration(tableName?: string): new () => MigrationInterface {
+  const ddl = idempotencyRecordsDdl(tableName);
+  return class CreateIdempotencyRecords1764403200000 implements MigrationInterface {
+    name = 'CreateIdempotencyRecords1764403200000';
+
+    async up(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of ddl.up) await queryRunner.query(statement);
+    }
+
+    async down(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of ddl.down) await queryRunner.query(statement);
+    }
+  };
+}
+
+/** The migration for the default table, `idempotency_records`. */
+export const CreateIdempotencyRecords1764403200000 = createIdempotencyRecordsMigration();

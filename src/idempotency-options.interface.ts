@@ -1,0 +1,98 @@
+// The options a user passes to IdempotencyModule.forRoot() and @Idempotent().
+import type { ExecutionContext } from '@nestjs/common';
+import type { DataSource, DataSourceOptions } from 'typeorm';
+
+/**
+ * Resolves who owns a key. Two scopes never see each other's records.
+ * Return the same string for every request of one principal (a user id, a partner id).
+ */
+export type IdempotencyScopeResolver = (
+  request: any,
+  context: ExecutionContext,
+) => string | Promise<string>;
+
+/** Status of a replayed response: `409` (the published behaviour) or the original status. */
+export type ReplayStatus = 409 | 'original';
+
+/** Options that `@Idempotent()` can override for one route or one controller. */
+export interface IdempotentRouteOptions {
+  /**
+   * Reject requests without a key with `400` instead of running the handler untracked.
+   * @default false
+   * @example @Idempotent({ required: true })
+   */
+  required?: boolean;
+  /**
+   * How long a completed response is kept and replayed, in milliseconds. Expiry is enforced
+   * on read: a key older than this runs again.
+   * @default 172_800_000 (48 hours)
+   * @example @Idempotent({ retentionMs: 24 * 60 * 60 * 1000 })
+   */
+  retentionMs?: number;
+  /**
+   * How long an in-flight record stays locked, in milliseconds. It must outlive the slowest
+   * handler run: once it passes, the process is presumed dead and the next request with the
+   * key takes the record over.
+   * @default 60_000
+   * @example @Idempotent({ leaseMs: 5 * 60_000 }) // a slow report export
+   */
+  leaseMs?: number;
+  /**
+   * `Retry-After` (seconds) sent with `423 Locked` and `503`; a 423 never advises waiting
+   * longer than the lease has left.
+   * @default 1
+   * @example @Idempotent({ retryAfterSeconds: 2 })
+   */
+  retryAfterSeconds?: number;
+  /**
+   * Status of a replay: `409 Conflict` as published, or `'original'` to repeat the first
+   * response's status. Either way the replay carries `Idempotent-Replayed: true` and
+   * `x-idempotency-original-status`.
+   * @default 409
+   * @example @Idempotent({ replayStatus: 'original' })
+   */
+  replayStatus?: ReplayStatus;
+  /**
+   * Who owns a key. By default the authenticated principal (`request.user.id`, else
+   * `request.user.sub`, as a Passport-style guard sets it); without one, every client shares
+   * a single scope.
+   * @default (req) => req.user?.id ?? req.user?.sub ?? ''
+   * @example @Idempotent({ scope: (req) => req.partner.id })
+   */
+  scope?: IdempotencyScopeResolver;
+}
+
+/** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */
+export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
+  /**
+   * An existing TypeORM DataSource for Postgres (for example the one `@nestjs/typeorm`
+   * provides, injected through `forRootAsync`). The module uses it and never closes it.
+   * Give either this or `connection`.
+   * @example IdempotencyModule.forRootAsync({ inject: [DataSource], useFactory: (dataSource) => ({ dataSource }) })
+   */
+  dataSource?: DataSource;
+  /**
+   * A Postgres URL or TypeORM Postgres options; the module then opens its own DataSource and
+   * closes it on shutdown. Give either this or `dataSource`.
+   * @example IdempotencyModule.forRoot({ connection: process.env.DATABASE_URL })
+   */
+  connection?: string | (DataSourceOptions & { type: 'postgres' });
+  /**
+   * Request header that carries the key, matched case-insensitively.
+   * @default 'x-idempotency-key'
+   */
+  headerName?: string;
+  /**
+   * Table that holds the records, optionally schema-qualified (`billing.idempotency_records`).
+   * It must match the table the migration created.
+   * @default 'idempotency_records'
+   */
+  tableName?: string;
+  /**
+   * Create the table on start-up (idempotent, safe with several instances starting at once).
+   * Production setups usually add the migration class to their own migrations list instead.
+   * @default false
+   * @example IdempotencyModule.forRoot({ connection: url, runMigrations: true })
+   */
+  runMigrations?: boolean;
+}

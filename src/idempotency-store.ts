@@ -1,0 +1,53 @@
+// The storage contract. The abstract class is both the TypeScript type and the injection
+// token: provide another implementation with `{ provide: IdempotencyStore, useClass: ... }`.
+
+/** A response as stored and replayed: status, the headers worth replaying, exact body bytes. */
+export interface StoredResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+/** Identifies one claim of a record: the fencing token changes on every takeover. */
+export interface ClaimedRecord {
+  scope: string;
+  key: string;
+  token: string;
+}
+
+export interface ClaimRequest {
+  scope: string;
+  key: string;
+  /** SHA-256 of the operation (see computeFingerprint). */
+  fingerprint: Buffer;
+  leaseMs: number;
+  retentionMs: number;
+}
+
+export type ClaimResult =
+  /** The caller owns the record and must complete or release it. */
+  | { outcome: 'claimed'; record: ClaimedRecord }
+  /** Same request already succeeded: replay it. */
+  | { outcome: 'completed'; response: StoredResponse }
+  /** Same request still running elsewhere. */
+  | { outcome: 'in_progress'; leaseLeftMs: number }
+  /** The key belongs to a different request. */
+  | { outcome: 'mismatch' };
+
+export abstract class IdempotencyStore {
+  /** Atomically claims the key, or reports why it cannot be claimed. */
+  abstract claim(request: ClaimRequest): Promise<ClaimResult>;
+
+  /**
+   * Stores the response and marks the record completed, only if `record.token` still owns
+   * it. Returns false when the lease was taken over meanwhile.
+   */
+  abstract complete(
+    record: ClaimedRecord,
+    response: StoredResponse,
+    retentionMs: number,
+  ): Promise<boolean>;
+
+  /** Deletes an in-flight record so the key can run again; false if no longer owned. */
+  abstract release(record: ClaimedRecord): Promise<boolean>;
+}

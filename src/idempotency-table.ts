@@ -1,0 +1,33 @@
+// Names of the record table and its fencing-token sequence, validated and quoted once.
+import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+export interface IdempotencyTableNames {
+  /** Quoted, possibly schema-qualified table name. */
+  table: string;
+  /** Quoted name of the sequence that issues fencing tokens. */
+  sequence: string;
+  /** Quoted name of the index on expires_at. */
+  expiryIndex: string;
+  /** Unquoted table name, for messages and statement names. */
+  raw: string;
+}
+
+export function idempotencyTableNames(name: string = DEFAULT_TABLE_NAME): IdempotencyTableNames {
+  const parts = name.split('.');
+  if (parts.length > 2 || !parts.every((part) => IDENTIFIER.test(part))) {
+    throw new Error(
+      `Invalid idempotency table name "${name}": use letters, digits and underscores, optionally "schema.table".`,
+    );
+  }
+  const quote = (id: string) => `"${id}"`;
+  const table = parts[parts.length - 1];
+  const schema = parts.length === 2 ? `${quote(parts[0])}.` : '';
+  return {
+    table: schema + quote(table),
+    sequence: schema + quote(`${table}_fencing_token_seq`),
+    expiryIndex: quote(`${table}_expires_at_idx`),
+    raw: name,
+  };
+}

@@ -1,0 +1,205 @@
+// Orchestrates one request: key -> fingerprint -> claim -> run or replay -> complete or
+// release. SQL lives in the store, HTTP shaping in the filter and idempotency-response.ts.
+import {
+  Inject,
+  Injectable,
+  Logger,
+  StreamableFile,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
+} from '@nestjs/common';
+import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
+import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum.js';
+import { Reflector } from '@nestjs/core';
+import { from, map, mergeMap, type Observable } from 'rxjs';
+import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
+import {
+  IdempotencyKeyMissingException,
+  IdempotencyKeyReusedException,
+  IdempotencyLeaseLostException,
+  IdempotencyRequestInFlightException,
+  IdempotencyStoreUnavailableException,
+  IdempotencyUnsupportedResponseException,
+} from './idempotency.exceptions.js';
+import { computeFingerprint } from './idempotency.fingerprint.js';
+import { readIdempotencyKey } from './idempotency-key.js';
+import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
+import type {
+  IdempotencyModuleOptions,
+  IdempotentRouteOptions,
+} from './idempotency-options.interface.js';
+import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
+import { holdResponse, type CapturedResponse, type ReplacementResponse } from './idempotency-response.js';
+import { IdempotentReplay } from './idempotency.replay.js';
+import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
+
+/** Set on a request once tracked, so @Idempotent() on both class and method runs once. */
+const TRACKED = Symbol('idempotency.tracked');
+
+@Injectable()
+export class IdempotencyInterceptor implements NestInterceptor {
+  protected readonly logger = new Logger('Idempotency');
+  private readonly resolved = new WeakMap<IdempotentRouteOptions, ResolvedOptions>();
+  private readonly checkedRoutes = new WeakSet<object>();
+
+  constructor(
+    protected readonly reflector: Reflector,
+    @Inject(IDEMPOTENCY_MODULE_OPTIONS) protected readonly moduleOptions: IdempotencyModuleOptions,
+    protected readonly store: IdempotencyStore,
+  ) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle();
+    const request = context.switchToHttp().getRequest();
+    if (SAFE_METHODS.has(request.method) || request[TRACKED]) return next.handle();
+    const route = this.reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
+      IDEMPOTENT_ROUTE_OPTIONS,
+      [context.getHandler(), context.getClass()],
+    );
+    if (!route) return next.handle();
+    request[TRACKED] = true;
+    const options = this.optionsFor(route);
+
+    const key = readIdempotencyKey(request, options.headerName);
+    if (key === undefined) {
+      if (options.required) throw new IdempotencyKeyMissingException(options.headerName);
+      return next.handle();
+    }
+    this.assertStorable(context);
+
+    return from(this.claim(context, request, key, options)).pipe(
+      mergeMap((record) => {
+        const response = context.switchToHttp().getResponse();
+        holdResponse(response.raw ?? response, (captured) =>
+          this.settle(record, captured, options),
+        );
+        return next.handle();
+      }),
+      map((value) => {
+        if (value instanceof StreamableFile) {
+          throw new IdempotencyUnsupportedResponseException(
+            'A streamed response (StreamableFile) cannot be stored for replay. Return the content instead, or remove @Idempotent() from this route.',
+          );
+        }
+        return value;
+      }),
+    );
+  }
+
+  /** Claims the key or throws the outcome (replay, 423, 422, 503). */
+  protected async claim(
+    context: ExecutionContext,
+    request: any,
+    key: string,
+    options: ResolvedOptions,
+  ): Promise<ClaimedRecord> {
+    const scope = await options.scope(request, context);
+    const fingerprint = computeFingerprint({
+      method: request.method,
+      url: request.originalUrl ?? request.url,
+      body: request.body,
+      rawBody: request.rawBody,
+      contentType: request.headers['content-type'],
+    });
+    let result;
+    try {
+      result = await this.store.claim({
+        scope,
+        key,
+        fingerprint,
+        leaseMs: options.leaseMs,
+        retentionMs: options.retentionMs,
+      });
+    } catch (error) {
+      this.logger.error(`Could not claim key "${key}": ${describe(error)}`);
+      throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
+    }
+    switch (result.outcome) {
+      case 'claimed':
+        return result.record;
+      case 'completed':
+        throw new IdempotentReplay(result.response, options.replayStatus);
+      case 'mismatch':
+        throw new IdempotencyKeyReusedException();
+      case 'in_progress': {
+        const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
+        throw new IdempotencyRequestInFlightException(
+          Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),
+        );
+      }
+    }
+  }
+
+  /**
+   * Runs once the response is written: a 2xx is stored, anything else releases the key.
+   * Returns a replacement when the stored result would differ from what is being sent.
+   */
+  protected async settle(
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    const succeeded = captured.status >= 200 && captured.status < 300;
+    try {
+      if (!succeeded) {
+        if (!(await this.store.release(record))) this.warnLeaseLost(record, 'release');
+        return undefined;
+      }
+      if (await this.store.complete(record, captured, options.retentionMs)) return undefined;
+    } catch (error) {
+      // The handler ran but its result could not be stored. The record stays claimed until
+      // its lease passes, so no duplicate runs meanwhile; the client gets the real result.
+      this.logger.error(
+        `Could not ${succeeded ? 'store the response for' : 'release'} key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
+      );
+      return undefined;
+    }
+    this.warnLeaseLost(record, 'complete');
+    const problem = new IdempotencyLeaseLostException(options.retryAfterSeconds);
+    return {
+      status: problem.getStatus(),
+      headers: { ...problem.headers, 'content-type': 'application/problem+json' },
+      body: JSON.stringify(problem.getProblem()),
+    };
+  }
+
+  private warnLeaseLost(record: ClaimedRecord, action: string): void {
+    this.logger.warn(
+      `Lease lost for key "${record.key}" (scope "${record.scope}"): another request took it over before this one could ${action}; its result was discarded. Raise leaseMs above the slowest handler run.`,
+    );
+  }
+
+  private optionsFor(route: IdempotentRouteOptions): ResolvedOptions {
+    let options = this.resolved.get(route);
+    if (!options) {
+      options = resolveOptions(this.moduleOptions, route);
+      this.resolved.set(route, options);
+    }
+    return options;
+  }
+
+  /** @Res() without passthrough writes around Nest, so there is nothing to store. */
+  private assertStorable(context: ExecutionContext): void {
+    const handler = context.getHandler();
+    if (this.checkedRoutes.has(handler)) return;
+    const args: Record<string, { data?: { passthrough?: boolean } }> =
+      Reflect.getMetadata(ROUTE_ARGS_METADATA, context.getClass(), handler.name) ?? {};
+    const writesItself = Object.entries(args).some(
+      ([key, arg]) =>
+        (key.startsWith(`${RouteParamtypes.RESPONSE}:`) || key.startsWith(`${RouteParamtypes.NEXT}:`)) &&
+        !arg.data?.passthrough,
+    );
+    if (writesItself) {
+      throw new IdempotencyUnsupportedResponseException(
+        `${context.getClass().name}.${handler.name} writes its response with @Res(), which cannot be stored for replay. Use @Res({ passthrough: true }) and return the body.`,
+      );
+    }
+    this.checkedRoutes.add(handler);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+

@@ -1,0 +1,64 @@
+// IdempotencyModule.forRoot() / forRootAsync(): import once; then put @Idempotent() on routes.
+import {
+  Inject,
+  Logger,
+  Module,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+} from '@nestjs/common';
+import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
+import { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
+import { IdempotencyInterceptor } from './idempotency.interceptor.js';
+import {
+  ConfigurableIdempotencyModule,
+  IDEMPOTENCY_MODULE_OPTIONS,
+} from './idempotency.module-definition.js';
+import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
+import {
+  IDEMPOTENCY_DATA_SOURCE,
+  idempotencyProviders,
+  type IdempotencyConnection,
+} from './idempotency.providers.js';
+import { IdempotencyStore } from './idempotency-store.js';
+
+@Module({
+  providers: [...idempotencyProviders, IdempotencyInterceptor, IdempotencyExceptionFilter],
+  exports: [
+    IdempotencyStore,
+    IdempotencyInterceptor,
+    IdempotencyExceptionFilter,
+    IDEMPOTENCY_MODULE_OPTIONS,
+    IDEMPOTENCY_DATA_SOURCE,
+  ],
+})
+export class IdempotencyModule
+  extends ConfigurableIdempotencyModule
+  implements OnModuleInit, OnApplicationShutdown
+{
+  private readonly logger = new Logger('Idempotency');
+
+  constructor(
+    @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
+    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+  ) {
+    super();
+  }
+
+  async onModuleInit(): Promise<void> {
+    if (!this.options.runMigrations) return;
+    // Several instances may start together: an advisory lock makes the DDL run one at a time.
+    await this.connection.dataSource.transaction(async (manager) => {
+      await manager.query(`SELECT pg_advisory_xact_lock(hashtext('nest-idempotency:migrate'))`);
+      for (const statement of idempotencyRecordsDdl(this.options.tableName).up) {
+        await manager.query(statement);
+      }
+    });
+    this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.connection.owned && this.connection.dataSource.isInitialized) {
+      await this.connection.dataSource.destroy();
+    }
+  }
+}

@@ -1,0 +1,50 @@
+// Module options merged with a route's overrides and the defaults, once per route.
+import {
+  DEFAULT_HEADER_NAME,
+  DEFAULT_LEASE_MS,
+  DEFAULT_RETENTION_MS,
+  DEFAULT_RETRY_AFTER_SECONDS,
+} from './idempotency.constants.js';
+import type {
+  IdempotencyModuleOptions,
+  IdempotencyScopeResolver,
+  IdempotentRouteOptions,
+  ReplayStatus,
+} from './idempotency-options.interface.js';
+
+export interface ResolvedOptions {
+  headerName: string;
+  required: boolean;
+  retentionMs: number;
+  leaseMs: number;
+  retryAfterSeconds: number;
+  replayStatus: ReplayStatus;
+  scope: IdempotencyScopeResolver;
+}
+
+/** The authenticated principal (Passport-style `request.user`), else one shared scope. */
+export const defaultScope: IdempotencyScopeResolver = (request) => {
+  const user = request.user;
+  const id = user?.id ?? user?.sub;
+  return id === undefined || id === null ? '' : `user:${String(id)}`;
+};
+
+export function resolveOptions(
+  module: IdempotencyModuleOptions,
+  route: IdempotentRouteOptions,
+): ResolvedOptions {
+  const pick = <K extends keyof IdempotentRouteOptions>(name: K) => route[name] ?? module[name];
+  const resolved: ResolvedOptions = {
+    headerName: (module.headerName ?? DEFAULT_HEADER_NAME).toLowerCase(),
+    required: pick('required') ?? false,
+    retentionMs: pick('retentionMs') ?? DEFAULT_RETENTION_MS,
+    leaseMs: pick('leaseMs') ?? DEFAULT_LEASE_MS,
+    retryAfterSeconds: pick('retryAfterSeconds') ?? DEFAULT_RETRY_AFTER_SECONDS,
+    replayStatus: pick('replayStatus') ?? 409,
+    scope: pick('scope') ?? defaultScope,
+  };
+  for (const name of ['retentionMs', 'leaseMs', 'retryAfterSeconds'] as const) {
+    if (!(resolved[name] > 0)) throw new Error(`Idempotency option ${name} must be positive.`);
+  }
+  return resolved;
+}

@@ -1,0 +1,52 @@
+// The DataSource the module uses (given, or opened and owned) and the store built on it.
+import type { Provider } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
+import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
+import { IdempotencyStore } from './idempotency-store.js';
+import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
+
+/** Injection token of the DataSource the module uses (internal). */
+export const IDEMPOTENCY_DATA_SOURCE = Symbol('IDEMPOTENCY_DATA_SOURCE');
+
+/** The DataSource and whether the module opened it (and so must close it). */
+export interface IdempotencyConnection {
+  dataSource: DataSource;
+  owned: boolean;
+}
+
+export const idempotencyProviders: Provider[] = [
+  {
+    provide: IDEMPOTENCY_DATA_SOURCE,
+    inject: [IDEMPOTENCY_MODULE_OPTIONS],
+    useFactory: async (options: IdempotencyModuleOptions): Promise<IdempotencyConnection> => {
+      if (options.dataSource && options.connection) {
+        throw new Error('IdempotencyModule: give either `dataSource` or `connection`, not both.');
+      }
+      if (options.dataSource) return { dataSource: options.dataSource, owned: false };
+      if (!options.connection) {
+        throw new Error(
+          'IdempotencyModule: give a Postgres `connection` (URL or options) or an existing `dataSource`.',
+        );
+      }
+      const settings =
+        typeof options.connection === 'string'
+          ? { type: 'postgres' as const, url: options.connection }
+          : options.connection;
+      const dataSource = new DataSource({
+        ...settings,
+        // Fail fast while Postgres is unreachable: requests get 503 instead of hanging.
+        connectTimeoutMS: settings.connectTimeoutMS ?? 5_000,
+        applicationName: settings.applicationName ?? 'nest-idempotency',
+      });
+      await dataSource.initialize();
+      return { dataSource, owned: true };
+    },
+  },
+  {
+    provide: IdempotencyStore,
+    inject: [IDEMPOTENCY_DATA_SOURCE, IDEMPOTENCY_MODULE_OPTIONS],
+    useFactory: (connection: IdempotencyConnection, options: IdempotencyModuleOptions) =>
+      PostgresIdempotencyStore.fromDataSource(connection.dataSource, options.tableName),
+  },
+];

@@ -1,0 +1,43 @@
+// The public API, exported by name.
+export { IdempotencyModule } from './idempotency.module.js';
+export {
+  IDEMPOTENCY_MODULE_OPTIONS,
+  IDEMPOTENCY_OPTIONS_TYPE,
+  IDEMPOTENCY_ASYNC_OPTIONS_TYPE,
+} from './idempotency.module-definition.js';
+export { Idempotent } from './idempotent.decorator.js';
+export { IdempotencyInterceptor } from './idempotency.interceptor.js';
+export { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
+export type {
+  IdempotencyModuleOptions,
+  IdempotentRouteOptions,
+  IdempotencyScopeResolver,
+  ReplayStatus,
+} from './idempotency-options.interface.js';
+export { defaultScope } from './idempotency.options.js';
+export {
+  IdempotencyStore,
+  type ClaimRequest,
+  type ClaimResult,
+  type ClaimedRecord,
+  type StoredResponse,
+} from './idempotency-store.js';
+export { PostgresIdempotencyStore, type SqlExecutor, type SqlStatement } from './postgres-idempotency.store.js';
+export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
+export { IdempotencyRecord } from './idempotency-record.entity.js';
+export {
+  CreateIdempotencyRecords1764403200000,
+  createIdempotencyRecordsMigration,
+  idempotencyRecordsDdl,
+} from '../migrations/1764403200000-CreateIdempotencyRecords.js';
+export {
+  IdempotencyException,
+  IdempotencyKeyInvalidException,
+  IdempotencyKeyMissingException,
+  IdempotencyKeyReusedException,
+  IdempotencyLeaseLostException,
+  IdempotencyRequestInFlightException,
+  IdempotencyStoreUnavailableException,
+  IdempotencyUnsupportedResponseException,
+  type IdempotencyProblem,
+} from './idempotency.exceptions.js';

@@ -1,0 +1,204 @@
+// The Postgres implementation of IdempotencyStore. Every method is one SQL statement, so a
+// new key costs two round trips (claim, complete) and a replay or a 423 costs one. No row
+// lock or transaction is held while the handler runs: the lease column does that job.
+import { createHash } from 'node:crypto';
+import type { DataSource } from 'typeorm';
+import { idempotencyTableNames } from './idempotency-table.js';
+import {
+  IdempotencyStore,
+  type ClaimedRecord,
+  type ClaimRequest,
+  type ClaimResult,
+  type StoredResponse,
+} from './idempotency-store.js';
+
+/** What the store needs to run a statement: a pg Pool, a pg Client or a TypeORM QueryRunner. */
+export interface SqlExecutor {
+  query(statement: SqlStatement): Promise<{ rows: any[]; rowCount: number | null }>;
+}
+
+export interface SqlStatement {
+  /** Name of the server-side prepared statement (parsed once per connection). */
+  name: string;
+  text: string;
+  values: unknown[];
+}
+
+interface ClaimRow {
+  outcome: 'claimed' | 'existing';
+  token: string | null;
+  state: 'in_progress' | 'completed' | null;
+  same_request: boolean | null;
+  claimable: boolean | null;
+  lease_left_ms: number | null;
+  response_status: number | null;
+  response_headers: Record<string, string> | null;
+  response_body: Buffer | null;
+}
+
+/**
+ * How often a claim is retried when a concurrent claim changed the row between the
+ * statement's snapshot and its write (the statement then sees neither its own claim nor the
+ * other one's). One retry almost always settles it.
+ */
+const MAX_CLAIM_ATTEMPTS = 5;
+
+export class PostgresIdempotencyStore extends IdempotencyStore {
+  private readonly sql: ReturnType<typeof buildStatements>;
+
+  constructor(
+    private readonly executor: SqlExecutor,
+    tableName?: string,
+  ) {
+    super();
+    this.sql = buildStatements(tableName);
+  }
+
+  /** Runs statements on the pg pool behind a TypeORM Postgres DataSource. */
+  static fromDataSource(dataSource: DataSource, tableName?: string): PostgresIdempotencyStore {
+    return new PostgresIdempotencyStore(dataSourceExecutor(dataSource), tableName);
+  }
+
+  async claim(request: ClaimRequest): Promise<ClaimResult> {
+    const { scope, key, fingerprint, leaseMs, retentionMs } = request;
+    for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
+      const { rows } = await this.executor.query({
+        ...this.sql.claim,
+        values: [scope, key, fingerprint, leaseMs, retentionMs],
+      });
+      const row = rows[0] as ClaimRow | undefined;
+      if (!row || (row.outcome === 'existing' && row.claimable)) continue; // raced: look again
+      if (row.outcome === 'claimed') {
+        return { outcome: 'claimed', record: { scope, key, token: String(row.token) } };
+      }
+      if (!row.same_request) return { outcome: 'mismatch' };
+      if (row.state === 'completed') {
+        return {
+          outcome: 'completed',
+          response: {
+            status: Number(row.response_status),
+            headers: row.response_headers ?? {},
+            body: row.response_body ?? Buffer.alloc(0),
+          },
+        };
+      }
+      return { outcome: 'in_progress', leaseLeftMs: Number(row.lease_left_ms) };
+    }
+    throw new Error(`Could not claim idempotency key after ${MAX_CLAIM_ATTEMPTS} attempts`);
+  }
+
+  async complete(
+    record: ClaimedRecord,
+    response: StoredResponse,
+    retentionMs: number,
+  ): Promise<boolean> {
+    const { rowCount } = await this.executor.query({
+      ...this.sql.complete,
+      values: [
+        record.scope,
+        record.key,
+        record.token,
+        response.status,
+        JSON.stringify(response.headers),
+        response.body,
+        retentionMs,
+      ],
+    });
+    return rowCount === 1;
+  }
+
+  async release(record: ClaimedRecord): Promise<boolean> {
+    const { rowCount } = await this.executor.query({
+      ...this.sql.release,
+      values: [record.scope, record.key, record.token],
+    });
+    return rowCount === 1;
+  }
+}
+
+/** Uses the pg Pool of a TypeORM Postgres DataSource directly: named prepared statements. */
+export function dataSourceExecutor(dataSource: DataSource): SqlExecutor {
+  if (dataSource.options.type !== 'postgres') {
+    throw new Error(
+      `IdempotencyModule needs a Postgres DataSource, got "${dataSource.options.type}".`,
+    );
+  }
+  return {
+    query: (statement) => {
+      const pool = (dataSource.driver as { master?: SqlExecutor }).master;
+      if (!pool) throw new Error('The DataSource is not initialized.');
+      return pool.query(statement);
+    },
+  };
+}
+
+function buildStatements(tableName?: string) {
+  const { table, sequence, raw } = idempotencyTableNames(tableName);
+  // Prepared statement names must be unique per text on a connection.
+  const prefix = `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
+  const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
+  return {
+    /*
+     * One atomic statement. `inserted` claims a new key; `taken` takes over a record whose
+     * retention expired or whose lease passed (a crashed process). Otherwise the existing row
+     * comes back for the caller to replay, answer 423 or answer 422. An UPDATE re-checks its
+     * WHERE on the newest row version, so two takeovers cannot both win.
+     */
+    claim: {
+      name: `${prefix}_claim`,
+      text: `
+        WITH inserted AS (
+          INSERT INTO ${table} AS r
+            (scope, idempotency_key, fingerprint, state, fencing_token, locked_until, expires_at)
+          VALUES ($1, $2, $3, 'in_progress', nextval('${sequence.replaceAll("'", "''")}'),
+                  now() + ${ms('$4')}, now() + ${ms('$5')})
+          ON CONFLICT (scope, idempotency_key) DO NOTHING
+          RETURNING fencing_token
+        ), taken AS (
+          UPDATE ${table} AS r
+             SET fingerprint = $3, state = 'in_progress',
+                 fencing_token = nextval('${sequence.replaceAll("'", "''")}'),
+                 locked_until = now() + ${ms('$4')}, expires_at = now() + ${ms('$5')},
+                 created_at = now(), completed_at = NULL,
+                 response_status = NULL, response_headers = NULL, response_body = NULL
+           WHERE r.scope = $1 AND r.idempotency_key = $2
+             AND NOT EXISTS (SELECT 1 FROM inserted)
+             AND (r.expires_at <= now()
+                  OR (r.state = 'in_progress' AND r.locked_until <= now() AND r.fingerprint = $3))
+          RETURNING fencing_token
+        )
+        SELECT 'claimed' AS outcome, fencing_token::text AS token, NULL AS state,
+               NULL::boolean AS same_request, NULL::boolean AS claimable, NULL::float8 AS lease_left_ms,
+               NULL::smallint AS response_status, NULL::jsonb AS response_headers, NULL::bytea AS response_body
+          FROM inserted
+        UNION ALL
+        SELECT 'claimed', fencing_token::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
+        UNION ALL
+        SELECT 'existing', NULL, r.state, r.fingerprint = $3,
+               r.expires_at <= now()
+                 OR (r.state = 'in_progress' AND r.locked_until <= now() AND r.fingerprint = $3),
+               GREATEST(0, EXTRACT(EPOCH FROM (r.locked_until - now())) * 1000),
+               r.response_status, r.response_headers, r.response_body
+          FROM ${table} AS r
+         WHERE r.scope = $1 AND r.idempotency_key = $2
+           AND NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM taken)`,
+    },
+    complete: {
+      name: `${prefix}_complete`,
+      text: `
+        UPDATE ${table}
+           SET state = 'completed', response_status = $4, response_headers = $5::jsonb,
+               response_body = $6, completed_at = now(), locked_until = NULL,
+               expires_at = now() + ${ms('$7')}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`,
+    },
+    release: {
+      name: `${prefix}_release`,
+      text: `
+        DELETE FROM ${table}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`,
+    },
+  };
+}

@@ -1,6 +1,6 @@
 // Starts one real Postgres for the whole run (embedded unless DATABASE_URL is set) and
 // hands its URL to the test workers through the environment.
-import { startDatabase } from '../../scripts/embedded-postgres.js';
+import { startDatabase } from '../../scripts/embedded-postgres';
 
 export default async function globalSetup(): Promise<void> {
   const db = await startDatabase();

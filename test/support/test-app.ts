@@ -1,0 +1,234 @@
+// Builds the application every contract test runs against, under Express or Fastify, on
+// the real Postgres from globalSetup. Each app gets its own table so test files can run in
+// parallel.
+import { Body, Controller, Header, HttpCode, Param, Post, Put, Get, Req, type INestApplication, type CanActivate, type ExecutionContext, Injectable, UseGuards, BadRequestException, Patch, Res, StreamableFile } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../../src/index.js';
+
+export type AdapterName = 'express' | 'fastify';
+export const ADAPTERS: AdapterName[] = ['express', 'fastify'];
+
+/** How many times each handler ran, by route name. */
+export class RunCounter {
+  private readonly counts = new Map<string, number>();
+  hit(name: string): void {
+    this.counts.set(name, this.count(name) + 1);
+  }
+  count(name: string): number {
+    return this.counts.get(name) ?? 0;
+  }
+  reset(): void {
+    this.counts.clear();
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Sets request.user from an `x-user` header, as a Passport guard would. */
+@Injectable()
+class HeaderUserGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const request = context.switchToHttp().getRequest();
+    const user = request.headers['x-user'];
+    if (typeof user === 'string') request.user = { id: user };
+    return true;
+  }
+}
+
+interface BookingBody {
+  product?: string;
+  delayMs?: number;
+  [field: string]: unknown;
+}
+
+@Controller()
+@UseGuards(HeaderUserGuard)
+class BookingsController {
+  constructor(private readonly runs: RunCounter) {}
+
+  @Post('x/partners/:partnerId/bookings')
+  @Idempotent()
+  async book(@Param('partnerId') partnerId: string, @Body() body: BookingBody) {
+    this.runs.hit('book');
+    if (body?.delayMs) await sleep(body.delayMs);
+    return { id: randomUUID(), partnerId, product: body?.product ?? null, run: this.runs.count('book') };
+  }
+
+  /** Same path, other method: a key used for the POST must not replay here. */
+  @Put('x/partners/:partnerId/bookings')
+  @Idempotent()
+  rebook(@Param('partnerId') partnerId: string) {
+    this.runs.hit('rebook');
+    return { partnerId, method: 'PUT' };
+  }
+
+  @Post('stream')
+  @Idempotent()
+  stream() {
+    this.runs.hit('stream');
+    return new StreamableFile(Buffer.from('streamed'));
+  }
+
+  @Post('writes-itself')
+  @Idempotent()
+  writesItself(@Res() response: { status(code: number): { json(body: unknown): void }; code?: unknown }) {
+    this.runs.hit('writes-itself');
+    return { ignored: true, response: typeof response };
+  }
+
+  @Post('required')
+  @Idempotent({ required: true })
+  required(@Body() body: BookingBody) {
+    this.runs.hit('required');
+    return { ok: true, body };
+  }
+
+  @Post('fails-once')
+  @Idempotent()
+  failsOnce() {
+    this.runs.hit('fails-once');
+    if (this.runs.count('fails-once') === 1) throw new Error('boom');
+    return { attempt: this.runs.count('fails-once') };
+  }
+
+  @Post('rejects-once')
+  @Idempotent()
+  rejectsOnce() {
+    this.runs.hit('rejects-once');
+    if (this.runs.count('rejects-once') === 1) throw new BadRequestException('not yet');
+    return { attempt: this.runs.count('rejects-once') };
+  }
+
+  @Post('text')
+  @Idempotent()
+  @Header('Content-Type', 'text/plain; charset=utf-8')
+  text() {
+    this.runs.hit('text');
+    return `plain text, run ${this.runs.count('text')}`;
+  }
+
+  @Post('created')
+  @Idempotent()
+  @HttpCode(202)
+  @Header('Location', '/x/jobs/42')
+  accepted() {
+    this.runs.hit('created');
+    return { queued: true };
+  }
+
+  @Post('short-retention')
+  @Idempotent({ retentionMs: 1_000 })
+  shortRetention() {
+    this.runs.hit('short-retention');
+    return { run: this.runs.count('short-retention') };
+  }
+
+  @Post('original-status')
+  @Idempotent({ replayStatus: 'original' })
+  originalStatus() {
+    this.runs.hit('original-status');
+    return { run: this.runs.count('original-status') };
+  }
+
+  @Get('read')
+  @Idempotent()
+  read() {
+    this.runs.hit('read');
+    return { run: this.runs.count('read') };
+  }
+
+  @Post('untracked')
+  untracked() {
+    this.runs.hit('untracked');
+    return { run: this.runs.count('untracked') };
+  }
+}
+
+/** @Idempotent() on a class covers its unsafe routes and skips safe ones. */
+@Controller('orders')
+@Idempotent()
+class OrdersController {
+  constructor(private readonly runs: RunCounter) {}
+
+  @Put(':id')
+  put(@Param('id') id: string, @Req() request: { method: string }) {
+    this.runs.hit('orders-put');
+    return { id, method: request.method, run: this.runs.count('orders-put') };
+  }
+
+  @Patch(':id')
+  @Idempotent({ required: true })
+  patch(@Param('id') id: string) {
+    this.runs.hit('orders-patch');
+    return { id, run: this.runs.count('orders-patch') };
+  }
+
+  @Get(':id')
+  get(@Param('id') id: string) {
+    this.runs.hit('orders-get');
+    return { id, run: this.runs.count('orders-get') };
+  }
+}
+
+export interface TestApp {
+  app: INestApplication;
+  url: string;
+  runs: RunCounter;
+  tableName: string;
+  close(): Promise<void>;
+}
+
+export function uniqueTableName(prefix = 'idem'): string {
+  return `${prefix}_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+}
+
+export async function createTestApp(
+  adapter: AdapterName,
+  options: Partial<IdempotencyModuleOptions> = {},
+): Promise<TestApp> {
+  const tableName = options.tableName ?? uniqueTableName();
+  const moduleRef = await Test.createTestingModule({
+    imports: [
+      IdempotencyModule.forRoot({
+        connection: process.env.DATABASE_URL,
+        runMigrations: true,
+        ...options,
+        tableName,
+      }),
+    ],
+    controllers: [BookingsController, OrdersController],
+    providers: [RunCounter],
+  }).compile();
+  const app =
+    adapter === 'fastify'
+      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
+      : moduleRef.createNestApplication({ logger: false });
+  app.enableShutdownHooks();
+  await app.listen(0, '127.0.0.1');
+  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  return {
+    app,
+    url,
+    runs: app.get(RunCounter),
+    tableName,
+    async close() {
+      await app.close();
+      await dropTable(tableName);
+    },
+  };
+}
+
+export async function dropTable(tableName: string): Promise<void> {
+  const client = new pg.Client(process.env.DATABASE_URL);
+  await client.connect();
+  try {
+    await client.query(`DROP TABLE IF EXISTS "${tableName}"; DROP SEQUENCE IF EXISTS "${tableName}_fencing_token_seq"`);
+  } finally {
+    await client.end();
+  }
+}
+
+export { sleep };

@@ -33,7 +33,9 @@ export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down:
 }
 
 /** Builds a migration class for a custom table name (TypeORM wants classes, not instances). */
-export function createIdempotencyRecordsMigration(tableName?: string): new () => MigrationInterface {
+export function createIdempotencyRecordsMigration(
+  tableName?: string,
+): new () => MigrationInterface {
   const ddl = idempotencyRecordsDdl(tableName);
   return class CreateIdempotencyRecords1764403200000 implements MigrationInterface {
     name = 'CreateIdempotencyRecords1764403200000';

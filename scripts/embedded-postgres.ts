@@ -43,7 +43,9 @@ export async function startDatabase(options: EmbeddedOptions = {}): Promise<Runn
   return startEmbeddedPostgres(options);
 }
 
-export async function startEmbeddedPostgres(options: EmbeddedOptions = {}): Promise<RunningDatabase> {
+export async function startEmbeddedPostgres(
+  options: EmbeddedOptions = {},
+): Promise<RunningDatabase> {
   const persistent = options.persistent ?? false;
   // As root, initdb refuses to run; the package then runs Postgres as a `postgres` user,
   // which must be able to reach the data folder, so it lives under a world-readable parent.

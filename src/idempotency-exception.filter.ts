@@ -34,7 +34,10 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
 }
 
 /** Text goes out as a string (both adapters send it untouched); anything else as bytes. */
-function toSendable(body: Buffer, contentType: string | undefined): string | StreamableFile | undefined {
+function toSendable(
+  body: Buffer,
+  contentType: string | undefined,
+): string | StreamableFile | undefined {
   if (body.length === 0) return undefined;
   if (contentType && TEXTUAL.test(contentType)) return body.toString('utf8');
   return new StreamableFile(body, { length: body.length });

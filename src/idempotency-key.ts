@@ -14,7 +14,8 @@ export function readIdempotencyKey(request: any, headerName: string): string | u
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].toLowerCase() === lower) seen++;
   }
-  if (seen > 1) throw new IdempotencyKeyInvalidException(headerName, 'the header was sent more than once');
+  if (seen > 1)
+    throw new IdempotencyKeyInvalidException(headerName, 'the header was sent more than once');
 
   const value: unknown = request.headers?.[lower];
   if (value === undefined) return undefined;

@@ -7,7 +7,7 @@ import type { StoredResponse } from './idempotency-store.js';
 /** Headers worth replaying; everything else (Date, ETag, Content-Length...) is per-response. */
 const STORED_HEADERS = ['content-type', 'location'];
 
-export interface CapturedResponse extends StoredResponse {}
+export type CapturedResponse = StoredResponse;
 
 /** What to send instead of the captured response (when its record could not be settled). */
 export interface ReplacementResponse {
@@ -38,7 +38,10 @@ export function holdResponse(
       ? chunk
       : chunk instanceof Uint8Array
         ? Buffer.from(chunk)
-        : Buffer.from(String(chunk), typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+        : Buffer.from(
+            String(chunk),
+            typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8',
+          );
 
   response.writeHead = function (this: ServerResponse, ...args: unknown[]) {
     head = args;
@@ -52,7 +55,12 @@ export function holdResponse(
     return true;
   } as ServerResponse['write'];
 
-  response.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) {
+  response.end = function (
+    this: ServerResponse,
+    chunk?: unknown,
+    encoding?: unknown,
+    callback?: unknown,
+  ) {
     if (typeof chunk === 'function') [callback, chunk] = [chunk, undefined];
     if (typeof encoding === 'function') [callback, encoding] = [encoding, undefined];
     if (chunk != null) chunks.push(toBuffer(chunk, encoding));
@@ -60,8 +68,7 @@ export function holdResponse(
     const body = Buffer.concat(chunks);
     const status = typeof head?.[0] === 'number' ? head[0] : response.statusCode;
     const headHeaders = (typeof head?.[1] === 'object' ? head[1] : head?.[2]) as
-      | Record<string, unknown>
-      | undefined;
+      Record<string, unknown> | undefined;
     const headers: Record<string, string> = {};
     for (const name of STORED_HEADERS) {
       const value = findHeader(headHeaders, name) ?? response.getHeader(name);

@@ -30,7 +30,11 @@ import type {
   IdempotentRouteOptions,
 } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
-import { holdResponse, type CapturedResponse, type ReplacementResponse } from './idempotency-response.js';
+import {
+  holdResponse,
+  type CapturedResponse,
+  type ReplacementResponse,
+} from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 
@@ -187,7 +191,8 @@ export class IdempotencyInterceptor implements NestInterceptor {
       Reflect.getMetadata(ROUTE_ARGS_METADATA, context.getClass(), handler.name) ?? {};
     const writesItself = Object.entries(args).some(
       ([key, arg]) =>
-        (key.startsWith(`${RouteParamtypes.RESPONSE}:`) || key.startsWith(`${RouteParamtypes.NEXT}:`)) &&
+        (key.startsWith(`${RouteParamtypes.RESPONSE}:`) ||
+          key.startsWith(`${RouteParamtypes.NEXT}:`)) &&
         !arg.data?.passthrough,
     );
     if (writesItself) {
@@ -202,4 +207,3 @@ export class IdempotencyInterceptor implements NestInterceptor {
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
-

@@ -22,7 +22,11 @@ export {
   type ClaimedRecord,
   type StoredResponse,
 } from './idempotency-store.js';
-export { PostgresIdempotencyStore, type SqlExecutor, type SqlStatement } from './postgres-idempotency.store.js';
+export {
+  PostgresIdempotencyStore,
+  type SqlExecutor,
+  type SqlStatement,
+} from './postgres-idempotency.store.js';
 export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
 export { IdempotencyRecord } from './idempotency-record.entity.js';
 export {

@@ -14,7 +14,12 @@ const withKey = (value: string, more: Array<[string, string]> = []): Array<[stri
 function expectProblem(response: TestResponse, status: number, code: string): void {
   expect(response.status).toBe(status);
   expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
-  expect(response.json).toMatchObject({ status, code, title: expect.any(String), detail: expect.any(String) });
+  expect(response.json).toMatchObject({
+    status,
+    code,
+    title: expect.any(String),
+    detail: expect.any(String),
+  });
 }
 
 describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
@@ -35,7 +40,11 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
       const res = await post(BOOKINGS, withKey(key()), { product: 'travel' });
       expect(res.status).toBe(201);
       expect(res.headers['content-type']).toMatch(/^application\/json/);
-      expect(res.json).toMatchObject({ partnerId: 'p1', product: 'travel', id: expect.any(String) });
+      expect(res.json).toMatchObject({
+        partnerId: 'p1',
+        product: 'travel',
+        id: expect.any(String),
+      });
       expect(res.headers['idempotent-replayed']).toBeUndefined();
       expect(t.runs.count('book')).toBe(1);
     });
@@ -58,8 +67,14 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
 
     it('treats reordered JSON keys and whitespace as the same request', async () => {
       const k = key();
-      const first = await send(t.url, BOOKINGS, { headers: withKey(k), body: '{"product":"travel","seats":2}' });
-      const again = await send(t.url, BOOKINGS, { headers: withKey(k), body: '{ "seats": 2,\n  "product": "travel" }' });
+      const first = await send(t.url, BOOKINGS, {
+        headers: withKey(k),
+        body: '{"product":"travel","seats":2}',
+      });
+      const again = await send(t.url, BOOKINGS, {
+        headers: withKey(k),
+        body: '{ "seats": 2,\n  "product": "travel" }',
+      });
       expect(first.status).toBe(201);
       expect(again.status).toBe(409);
       expect(again.body.equals(first.body)).toBe(true);
@@ -155,7 +170,11 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
     it('answers 422 for another method', async () => {
       const k = key();
       await post(BOOKINGS, withKey(k), { product: 'a' });
-      const res = await send(t.url, BOOKINGS, { method: 'PUT', headers: withKey(k), body: { product: 'a' } });
+      const res = await send(t.url, BOOKINGS, {
+        method: 'PUT',
+        headers: withKey(k),
+        body: { product: 'a' },
+      });
       expectProblem(res, 422, 'idempotency_key_reused');
       expect(t.runs.count('rebook')).toBe(0);
     });
@@ -177,7 +196,13 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
       ['256 characters', [['x-idempotency-key', 'k'.repeat(256)]]],
       ['a control character', [['x-idempotency-key', 'abc\tdef']]],
       ['not ASCII', [['x-idempotency-key', Buffer.from('cl\u00e9', 'latin1').toString('latin1')]]],
-      ['a repeated header', [['x-idempotency-key', 'one'], ['x-idempotency-key', 'two']]],
+      [
+        'a repeated header',
+        [
+          ['x-idempotency-key', 'one'],
+          ['x-idempotency-key', 'two'],
+        ],
+      ],
     ];
     it.each(cases)('answers 400 for %s and does not run the handler', async (_name, headers) => {
       const res = await post(BOOKINGS, headers);
@@ -247,7 +272,9 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
       const bob = await post(BOOKINGS, withKey(k, [['x-user', 'bob']]), { product: 'same' });
       expect([alice.status, bob.status]).toEqual([201, 201]);
       expect(alice.json.id).not.toBe(bob.json.id);
-      const aliceAgain = await post(BOOKINGS, withKey(k, [['x-user', 'alice']]), { product: 'same' });
+      const aliceAgain = await post(BOOKINGS, withKey(k, [['x-user', 'alice']]), {
+        product: 'same',
+      });
       const bobAgain = await post(BOOKINGS, withKey(k, [['x-user', 'bob']]), { product: 'same' });
       expect(aliceAgain.status).toBe(409);
       expect(aliceAgain.body.equals(alice.body)).toBe(true);
@@ -278,18 +305,32 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
       expect(again.status).toBe(200);
       expect(t.runs.count('read')).toBe(2);
       await send(t.url, '/orders/1', { method: 'GET', headers: withKey(k) });
-      expect((await send(t.url, '/orders/1', { method: 'GET', headers: withKey(k) })).status).toBe(200);
+      expect((await send(t.url, '/orders/1', { method: 'GET', headers: withKey(k) })).status).toBe(
+        200,
+      );
       expect(t.runs.count('orders-get')).toBe(2);
     });
 
     it("covers a decorated controller's unsafe routes, with method options overriding", async () => {
       const k = key();
-      const first = await send(t.url, '/orders/7', { method: 'PUT', headers: withKey(k), body: {} });
-      const again = await send(t.url, '/orders/7', { method: 'PUT', headers: withKey(k), body: {} });
+      const first = await send(t.url, '/orders/7', {
+        method: 'PUT',
+        headers: withKey(k),
+        body: {},
+      });
+      const again = await send(t.url, '/orders/7', {
+        method: 'PUT',
+        headers: withKey(k),
+        body: {},
+      });
       expect(first.status).toBe(200);
       expect(again.status).toBe(409);
       expect(t.runs.count('orders-put')).toBe(1);
-      expectProblem(await send(t.url, '/orders/7', { method: 'PATCH', body: {} }), 400, 'idempotency_key_missing');
+      expectProblem(
+        await send(t.url, '/orders/7', { method: 'PATCH', body: {} }),
+        400,
+        'idempotency_key_missing',
+      );
       expect(t.runs.count('orders-patch')).toBe(0);
     });
 

@@ -17,11 +17,19 @@ export interface SendOptions {
   body?: string | Buffer | object;
 }
 
-export function send(baseUrl: string, path: string, options: SendOptions = {}): Promise<TestResponse> {
+export function send(
+  baseUrl: string,
+  path: string,
+  options: SendOptions = {},
+): Promise<TestResponse> {
   const url = new URL(path, baseUrl);
   const { body } = options;
   const payload =
-    body === undefined ? undefined : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    body === undefined
+      ? undefined
+      : typeof body === 'string' || Buffer.isBuffer(body)
+        ? body
+        : JSON.stringify(body);
   const headers: string[] = ['host', url.host];
   const hasContentType = options.headers?.some(([name]) => name.toLowerCase() === 'content-type');
   if (payload !== undefined && !hasContentType) headers.push('content-type', 'application/json');
@@ -34,10 +42,19 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
     headers.push('content-length', String(Buffer.byteLength(payload)));
     names.push('content-length');
   }
-  const headerArg = repeated ? headers : Object.fromEntries(names.map((name, i) => [name, headers[i * 2 + 1]]));
+  const headerArg = repeated
+    ? headers
+    : Object.fromEntries(names.map((name, i) => [name, headers[i * 2 + 1]]));
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname + url.search, method: options.method ?? 'POST', headers: headerArg, timeout: 20_000 },
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname + url.search,
+        method: options.method ?? 'POST',
+        headers: headerArg,
+        timeout: 20_000,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));

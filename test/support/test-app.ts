@@ -1,7 +1,26 @@
 // Builds the application every contract test runs against, under Express or Fastify, on
 // the real Postgres from globalSetup. Each app gets its own table so test files can run in
 // parallel.
-import { Body, Controller, Header, HttpCode, Param, Post, Put, Get, Req, type INestApplication, type CanActivate, type ExecutionContext, Injectable, UseGuards, BadRequestException, Patch, Res, StreamableFile } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Header,
+  HttpCode,
+  Param,
+  Post,
+  Put,
+  Get,
+  Req,
+  type INestApplication,
+  type CanActivate,
+  type ExecutionContext,
+  Injectable,
+  UseGuards,
+  BadRequestException,
+  Patch,
+  Res,
+  StreamableFile,
+} from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { randomUUID } from 'node:crypto';
@@ -54,7 +73,12 @@ class BookingsController {
   async book(@Param('partnerId') partnerId: string, @Body() body: BookingBody) {
     this.runs.hit('book');
     if (body?.delayMs) await sleep(body.delayMs);
-    return { id: randomUUID(), partnerId, product: body?.product ?? null, run: this.runs.count('book') };
+    return {
+      id: randomUUID(),
+      partnerId,
+      product: body?.product ?? null,
+      run: this.runs.count('book'),
+    };
   }
 
   /** Same path, other method: a key used for the POST must not replay here. */
@@ -74,7 +98,9 @@ class BookingsController {
 
   @Post('writes-itself')
   @Idempotent()
-  writesItself(@Res() response: { status(code: number): { json(body: unknown): void }; code?: unknown }) {
+  writesItself(
+    @Res() response: { status(code: number): { json(body: unknown): void }; code?: unknown },
+  ) {
     this.runs.hit('writes-itself');
     return { ignored: true, response: typeof response };
   }
@@ -225,7 +251,9 @@ export async function dropTable(tableName: string): Promise<void> {
   const client = new pg.Client(process.env.DATABASE_URL);
   await client.connect();
   try {
-    await client.query(`DROP TABLE IF EXISTS "${tableName}"; DROP SEQUENCE IF EXISTS "${tableName}_fencing_token_seq"`);
+    await client.query(
+      `DROP TABLE IF EXISTS "${tableName}"; DROP SEQUENCE IF EXISTS "${tableName}_fencing_token_seq"`,
+    );
   } finally {
     await client.end();
   }

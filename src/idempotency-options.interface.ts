@@ -95,4 +95,24 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    * @example IdempotencyModule.forRoot({ connection: url, runMigrations: true })
    */
   runMigrations?: boolean;
+  /**
+   * The background sweep that deletes expired records. Expiry is enforced on read, so the
+   * sweep only frees space. Turn it off to run `purgeExpiredIdempotencyRecords()` from a
+   * cron job instead.
+   * @default { enabled: true, intervalMs: 300_000, batchSize: 1000, maxBatches: 100 }
+   * @example IdempotencyModule.forRoot({ connection: url, purge: { enabled: false } })
+   */
+  purge?: IdempotencyPurgeOptions;
+}
+
+/** Options of the background purge of expired records. */
+export interface IdempotencyPurgeOptions {
+  /** Run the sweep in this process. @default true */
+  enabled?: boolean;
+  /** Time between sweeps, in milliseconds. @default 300_000 (5 minutes) */
+  intervalMs?: number;
+  /** Rows deleted per statement. @default 1000 */
+  batchSize?: number;
+  /** Statements per sweep at most. @default 100 */
+  maxBatches?: number;
 }

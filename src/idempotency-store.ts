@@ -50,4 +50,10 @@ export abstract class IdempotencyStore {
 
   /** Deletes an in-flight record so the key can run again; false if no longer owned. */
   abstract release(record: ClaimedRecord): Promise<boolean>;
+
+  /**
+   * Deletes up to `batchSize` expired records, never one whose lease is still live, and
+   * returns how many it deleted. Only frees space: expiry is enforced when reading.
+   */
+  abstract purgeExpired(batchSize: number): Promise<number>;
 }

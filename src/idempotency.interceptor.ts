@@ -36,6 +36,7 @@ import {
   type ReplacementResponse,
 } from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
+import { IdempotencySettlements } from './idempotency.settlements.js';
 import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 
 /** Set on a request once tracked, so @Idempotent() on both class and method runs once. */
@@ -51,6 +52,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     protected readonly reflector: Reflector,
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) protected readonly moduleOptions: IdempotencyModuleOptions,
     protected readonly store: IdempotencyStore,
+    private readonly settlements: IdempotencySettlements,
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -76,7 +78,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       mergeMap((record) => {
         const response = context.switchToHttp().getResponse();
         holdResponse(response.raw ?? response, (captured) =>
-          this.settle(record, captured, options),
+          this.settlements.track(this.settle(record, captured, options)),
         );
         return next.handle();
       }),

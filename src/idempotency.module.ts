@@ -19,12 +19,22 @@ import {
   idempotencyProviders,
   type IdempotencyConnection,
 } from './idempotency.providers.js';
+import { IdempotencyPurger } from './idempotency.purge.js';
+import { IdempotencySettlements } from './idempotency.settlements.js';
 import { IdempotencyStore } from './idempotency-store.js';
 
 @Module({
-  providers: [...idempotencyProviders, IdempotencyInterceptor, IdempotencyExceptionFilter],
+  providers: [
+    ...idempotencyProviders,
+    IdempotencyInterceptor,
+    IdempotencyExceptionFilter,
+    IdempotencyPurger,
+    IdempotencySettlements,
+  ],
   exports: [
     IdempotencyStore,
+    IdempotencyPurger,
+    IdempotencySettlements,
     IdempotencyInterceptor,
     IdempotencyExceptionFilter,
     IDEMPOTENCY_MODULE_OPTIONS,
@@ -40,6 +50,7 @@ export class IdempotencyModule
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
     @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+    private readonly settlements: IdempotencySettlements,
   ) {
     super();
   }
@@ -56,7 +67,9 @@ export class IdempotencyModule
     this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);
   }
 
+  /** Lets in-flight results finish storing, then closes a DataSource the module opened. */
   async onApplicationShutdown(): Promise<void> {
+    await this.settlements.drain();
     if (this.connection.owned && this.connection.dataSource.isInitialized) {
       await this.connection.dataSource.destroy();
     }

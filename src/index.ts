@@ -13,7 +13,13 @@ export type {
   IdempotentRouteOptions,
   IdempotencyScopeResolver,
   ReplayStatus,
+  IdempotencyPurgeOptions,
 } from './idempotency-options.interface.js';
+export {
+  IdempotencyPurger,
+  purgeExpiredIdempotencyRecords,
+  type PurgeOptions,
+} from './idempotency.purge.js';
 export { defaultScope } from './idempotency.options.js';
 export {
   IdempotencyStore,

@@ -114,6 +114,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     });
     return rowCount === 1;
   }
+
+  async purgeExpired(batchSize: number): Promise<number> {
+    const { rowCount } = await this.executor.query({ ...this.sql.purge, values: [batchSize] });
+    return rowCount ?? 0;
+  }
 }
 
 /** Uses the pg Pool of a TypeORM Postgres DataSource directly: named prepared statements. */
@@ -192,6 +197,22 @@ function buildStatements(tableName?: string) {
                expires_at = now() + ${ms('$7')}
          WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
            AND state = 'in_progress'`,
+    },
+    /*
+     * Oldest expired records first, in one bounded batch. SKIP LOCKED lets several instances
+     * sweep at once without waiting on each other or on a claim that is taking a row over.
+     */
+    purge: {
+      name: `${prefix}_purge`,
+      text: `
+        DELETE FROM ${table}
+         WHERE ctid IN (
+           SELECT ctid FROM ${table}
+            WHERE expires_at <= now()
+              AND (state = 'completed' OR locked_until <= now())
+            ORDER BY expires_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED)`,
     },
     release: {
       name: `${prefix}_release`,

@@ -1,0 +1,173 @@
+// A small retrying HTTP client for APIs built with this module, the TypeScript twin of the
+// published Python example. It needs nothing but the global `fetch` (Node 20+, browsers,
+// Deno, Bun): no NestJS, no TypeORM. One key per operation, the same on every try, so the
+// server runs the operation at most once however often the client retries.
+import {
+  CLIENT_DEFAULTS,
+  type IdempotentClientOptions,
+  type IdempotentRequestOptions,
+  type ResolvedClientOptions,
+} from './idempotent-client.options.js';
+import { parseRetryAfter, retryDelay, sleep } from './idempotent-client.backoff.js';
+import { IdempotentRequestError } from './idempotent-request.error.js';
+
+const REPLAYED_HEADER = 'idempotent-replayed';
+const ORIGINAL_STATUS_HEADER = 'x-idempotency-original-status';
+
+/** A successful outcome: a 2xx, or a 409 replay of the first request's success. */
+export interface IdempotentResponse {
+  /** Status as received: the handler's (e.g. 201) or 409 for a replay. */
+  status: number;
+  /**
+   * True when the server replayed a stored response instead of running the operation again
+   * (a 409, or any response with `Idempotent-Replayed: true`). Worth a warning in your logs:
+   * something sent the same operation twice.
+   */
+  replayed: boolean;
+  /** Status of the first run: `x-idempotency-original-status` on a replay, else `status`. */
+  originalStatus: number;
+  /** The key used on every try; store it with the operation. */
+  key: string;
+  /** How many requests were sent (1 when the first try succeeded). */
+  attempts: number;
+  headers: Headers;
+  /** The response body as text (a replay's body is the stored one, byte for byte). */
+  body: string;
+  /** The body parsed as JSON. */
+  json<T = unknown>(): T;
+}
+
+export class IdempotentClient {
+  private readonly options: ResolvedClientOptions;
+
+  constructor(options: IdempotentClientOptions = {}) {
+    this.options = { ...CLIENT_DEFAULTS, ...stripUndefined(options) };
+    if (!Number.isInteger(this.options.retries) || this.options.retries < 0) {
+      throw new RangeError('IdempotentClient: retries must be a whole number >= 0.');
+    }
+  }
+
+  /**
+   * POSTs `body` (JSON unless it is a string or bytes) with an idempotency key, retrying
+   * through 423/429/502/503/504 and network errors. Resolves on 2xx or 409; throws
+   * IdempotentRequestError on any other status or when the tries run out.
+   */
+  post(
+    url: string | URL,
+    body: unknown,
+    options: IdempotentRequestOptions = {},
+  ): Promise<IdempotentResponse> {
+    return this.send('POST', url, body, options);
+  }
+
+  /** Like `post()` for another unsafe method (PUT, PATCH, DELETE). */
+  async send(
+    method: string,
+    url: string | URL,
+    body: unknown,
+    options: IdempotentRequestOptions = {},
+  ): Promise<IdempotentResponse> {
+    const { retries, headerName, retryStatuses, timeoutMs } = this.options;
+    const doFetch = this.options.fetch ?? globalThis.fetch;
+    const key = options.key ?? globalThis.crypto.randomUUID();
+    const target = this.options.baseUrl ? new URL(url, this.options.baseUrl) : url;
+    const { payload, contentType } = encodeBody(body);
+    const headers: Record<string, string> = {
+      ...(contentType ? { 'content-type': contentType } : {}),
+      ...this.options.headers,
+      ...options.headers,
+      [headerName]: key,
+    };
+
+    for (let attempt = 1; ; attempt++) {
+      let response: Response | undefined;
+      let networkError: unknown;
+      const signals = [options.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
+      try {
+        response = await doFetch(target, {
+          method,
+          headers,
+          body: payload,
+          signal: AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined)),
+        });
+      } catch (error) {
+        // The caller cancelled: stop now. Anything else (refused, reset, timed out) is worth
+        // another try, since the key protects against running the operation twice.
+        if (options.signal?.aborted) throw options.signal.reason;
+        networkError = error;
+      }
+
+      const status = response?.status;
+      const text = response ? await readBody(response) : undefined;
+      if (response && status !== undefined && (isSuccess(status) || status === 409)) {
+        return toResult(response, text ?? '', key, attempt);
+      }
+      const retryable = status === undefined || retryStatuses.includes(status);
+      if (!retryable || attempt > retries) {
+        throw new IdempotentRequestError({
+          status,
+          attempts: attempt,
+          key,
+          exhausted: retryable,
+          body: text,
+          cause: networkError,
+        });
+      }
+      const delayMs = retryDelay(
+        attempt,
+        parseRetryAfter(response?.headers.get('retry-after')),
+        this.options,
+      );
+      this.options.onRetry?.({ attempt, status, error: networkError, delayMs, key });
+      await sleep(delayMs, options.signal);
+    }
+  }
+}
+
+function isSuccess(status: number): boolean {
+  return status >= 200 && status < 300;
+}
+
+function toResult(
+  response: Response,
+  body: string,
+  key: string,
+  attempts: number,
+): IdempotentResponse {
+  const replayed =
+    response.status === 409 || response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
+  const original = Number(response.headers.get(ORIGINAL_STATUS_HEADER));
+  return {
+    status: response.status,
+    replayed,
+    originalStatus:
+      replayed && Number.isInteger(original) && original > 0 ? original : response.status,
+    key,
+    attempts,
+    headers: response.headers,
+    body,
+    json: <T>() => JSON.parse(body) as T,
+  };
+}
+
+/** Reads the body so the connection can be reused; a body cut off mid-way counts as empty. */
+async function readBody(response: Response): Promise<string> {
+  try {
+    return await response.text();
+  } catch {
+    return '';
+  }
+}
+
+function encodeBody(body: unknown): {
+  payload: string | Uint8Array | undefined;
+  contentType?: string;
+} {
+  if (body === undefined) return { payload: undefined };
+  if (typeof body === 'string' || body instanceof Uint8Array) return { payload: body };
+  return { payload: JSON.stringify(body), contentType: 'application/json' };
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -15,7 +15,8 @@ export function parseRetryAfter(
   if (text === '') return undefined;
   // Fractions are not in the RFC but cost nothing to accept.
   if (/^\d+(\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
-  const date = Date.parse(text);
+  // An HTTP date always names its month; without letters, Date.parse would accept "-1".
+  const date = /[a-z]/i.test(text) ? Date.parse(text) : Number.NaN;
   if (Number.isNaN(date)) return undefined;
   return Math.max(0, date - now);
 }

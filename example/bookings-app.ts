@@ -1,0 +1,72 @@
+// Starts the example API on a given Postgres: used by `npm start`, `npm run demo` and the
+// walkthrough test, so all three run exactly the same application.
+import 'reflect-metadata';
+import { ValidationPipe, type INestApplication, type LogLevel } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { AddressInfo } from 'node:net';
+import type { DataSource } from 'typeorm';
+import { AppModule } from './app.module.js';
+import { openBookingsDataSource } from './database/bookings.data-source.js';
+
+export interface BookingsAppOptions {
+  /** Postgres URL. */
+  databaseUrl: string;
+  /**
+   * Port to listen on; `0` picks a free one.
+   * @default 3000
+   */
+  port?: number;
+  /**
+   * Interface to listen on. Loopback by default: the example has toy credentials.
+   * @default '127.0.0.1'
+   */
+  host?: string;
+  /** Postgres schema for the example's tables (see BookingsDataSourceOptions.schema). */
+  schema?: string;
+  /**
+   * Nest's logger levels, or `false` for silence.
+   * @default ['log', 'warn', 'error']
+   */
+  logger?: false | LogLevel[];
+}
+
+export interface RunningBookingsApp {
+  /** Base URL, e.g. `http://127.0.0.1:3000`. */
+  url: string;
+  app: INestApplication;
+  dataSource: DataSource;
+  /** Stops the HTTP server, then closes the DataSource. */
+  close(): Promise<void>;
+}
+
+export async function startBookingsApp(options: BookingsAppOptions): Promise<RunningBookingsApp> {
+  const host = options.host ?? '127.0.0.1';
+  const dataSource = await openBookingsDataSource({
+    url: options.databaseUrl,
+    schema: options.schema,
+  });
+  let app: INestApplication;
+  try {
+    app = await NestFactory.create(AppModule.register(dataSource), {
+      logger: options.logger ?? ['log', 'warn', 'error'],
+    });
+    app.useGlobalPipes(
+      new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
+    );
+    await app.listen(options.port ?? 3000, host);
+  } catch (error) {
+    await dataSource.destroy();
+    throw error;
+  }
+  const { port } = app.getHttpServer().address() as AddressInfo;
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    app,
+    dataSource,
+    async close() {
+      await app.close();
+      // IdempotencyModule never closes a DataSource it was given: that is our job.
+      if (dataSource.isInitialized) await dataSource.destroy();
+    },
+  };
+}

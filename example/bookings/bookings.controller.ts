@@ -1,0 +1,78 @@
+// The bookings API, shaped like the published one. Only the POST is idempotent: GETs are
+// safe by definition and the module never tracks them.
+import {
+  Body,
+  Controller,
+  Get,
+  Headers,
+  Param,
+  Post,
+  UseGuards,
+  createParamDecorator,
+  type ExecutionContext,
+} from '@nestjs/common';
+import { Idempotent } from '../../src/index.js';
+import { PartnerAuthGuard } from '../auth/partner-auth.guard.js';
+import { toBookingResponse, type BookingResponse } from './booking.entity.js';
+import { BookingsService } from './bookings.service.js';
+import { InstantBookingDto } from './instant-booking.dto.js';
+
+/**
+ * DEMO ONLY: `x-demo-delay-ms` makes the booking handler wait before it books, so the
+ * walkthrough can show a second request arriving while the first is still running (423).
+ * Never ship a knob like this: it lets any client hold a server slot for a while.
+ */
+export const DEMO_DELAY_HEADER = 'x-demo-delay-ms';
+const MAX_DEMO_DELAY_MS = 10_000;
+
+/** The bit of Express' / Fastify's raw response the handler needs. */
+interface HeaderWriter {
+  setHeader(name: string, value: string): unknown;
+}
+
+/**
+ * The response, for setting headers while Nest still sends the returned body (so the module
+ * can store it). `@Res({ passthrough: true })` is the usual way, but the interceptor's
+ * @Res() check does not see the passthrough flag yet and rejects the route.
+ */
+const ResponseHeaders = createParamDecorator((_data: unknown, context: ExecutionContext) => {
+  const response = context.switchToHttp().getResponse();
+  return (response.raw ?? response) as HeaderWriter;
+});
+
+@Controller('x/partners/:partnerId')
+@UseGuards(PartnerAuthGuard)
+export class BookingsController {
+  constructor(private readonly bookings: BookingsService) {}
+
+  @Post('instant_booking')
+  @Idempotent()
+  async book(
+    @Param('partnerId') partnerId: string,
+    @Body() body: InstantBookingDto,
+    @Headers(DEMO_DELAY_HEADER) demoDelay: string | undefined,
+    @ResponseHeaders() response: HeaderWriter,
+  ): Promise<BookingResponse> {
+    const delayMs = Math.min(Number(demoDelay) || 0, MAX_DEMO_DELAY_MS);
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    const booking = await this.bookings.create(partnerId, body);
+    response.setHeader('Location', `/x/partners/${partnerId}/bookings/${booking.id}`);
+    return toBookingResponse(booking);
+  }
+
+  @Get('bookings/:id')
+  async findOne(
+    @Param('partnerId') partnerId: string,
+    @Param('id') id: string,
+  ): Promise<BookingResponse> {
+    return toBookingResponse(await this.bookings.findOne(partnerId, id));
+  }
+
+  /** How many bookings the partner has: the walkthrough checks it against what it expects. */
+  @Get('bookings')
+  async count(
+    @Param('partnerId') partnerId: string,
+  ): Promise<{ partner_id: string; total: number }> {
+    return { partner_id: partnerId, total: await this.bookings.count(partnerId) };
+  }
+}

@@ -1,0 +1,46 @@
+// One TypeORM DataSource for everything the example stores: its bookings and, through
+// IdempotencyModule.forRoot({ dataSource }), the idempotency records.
+import { DataSource } from 'typeorm';
+import { CreateIdempotencyRecords1764403200000 } from '../../src/index.js';
+import { Booking } from '../bookings/booking.entity.js';
+import { CreateBookings1764403300000 } from './1764403300000-CreateBookings.js';
+
+export interface BookingsDataSourceOptions {
+  /** Postgres URL. */
+  url: string;
+  /**
+   * Postgres schema for every table (bookings, idempotency records, migrations), created if
+   * missing. The tests use a throwaway one so parallel test files never share tables.
+   * @default the connection's default search_path (normally `public`)
+   */
+  schema?: string;
+}
+
+/** Opens the DataSource and brings both tables up to date. */
+export async function openBookingsDataSource(
+  options: BookingsDataSourceOptions,
+): Promise<DataSource> {
+  const { schema } = options;
+  if (schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    throw new Error(`Invalid schema name "${schema}".`);
+  }
+  const dataSource = new DataSource({
+    type: 'postgres',
+    url: options.url,
+    entities: [Booking],
+    migrations: [CreateIdempotencyRecords1764403200000, CreateBookings1764403300000],
+    // search_path rather than TypeORM's `schema` option: the idempotency store's plain SQL
+    // and the migrations then find the tables without schema-qualified names.
+    extra: schema ? { options: `-c search_path=${schema}` } : undefined,
+    applicationName: 'bookings-example',
+  });
+  await dataSource.initialize();
+  try {
+    if (schema) await dataSource.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    await dataSource.runMigrations({ transaction: 'each' });
+  } catch (error) {
+    await dataSource.destroy();
+    throw error;
+  }
+  return dataSource;
+}

@@ -1,0 +1,375 @@
+// The guided walkthrough behind `npm run demo`: sends the requests of every row of the
+// contract to a running bookings app, prints what goes out and what comes back, checks each
+// answer, and finally compares the bookings actually created with what the steps imply.
+// Importable, so the test suite runs exactly what a newcomer sees.
+import { STATUS_CODES } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { IdempotentClient, type IdempotentClientOptions } from '../../src/client/index.js';
+import { DEMO_DELAY_HEADER } from '../bookings/bookings.controller.js';
+
+export interface WalkthroughOptions {
+  /** Base URL of the bookings app, e.g. `http://127.0.0.1:3000`. */
+  baseUrl: string;
+  /**
+   * Partner token to book with (see DEMO_PARTNERS).
+   * @default 'demo-token-acme'
+   */
+  token?: string;
+  /**
+   * The partner that token belongs to.
+   * @default 'ACME01'
+   */
+  partnerId?: string;
+  /**
+   * How long the "slow" bookings take, in milliseconds. Must exceed a round trip by far.
+   * @default 1500
+   */
+  slowMs?: number;
+  /** Overrides for the retrying client (the tests shorten its backoff). */
+  client?: IdempotentClientOptions;
+  /**
+   * Where the narration goes.
+   * @default console.log
+   */
+  log?: (line: string) => void;
+}
+
+export interface WalkthroughStep {
+  title: string;
+  /** What did not match the contract; empty when the step passed. */
+  failures: string[];
+  /** Bookings this step should have created. */
+  expectedBookings: number;
+}
+
+export interface WalkthroughResult {
+  ok: boolean;
+  steps: WalkthroughStep[];
+  /** Sum of what the steps imply. */
+  expectedBookings: number;
+  /** Bookings the partner gained during the walkthrough, counted by the API. */
+  createdBookings: number;
+  /** Distinct booking ids seen in the responses. */
+  distinctBookingIds: number;
+}
+
+interface Sent {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+const SHOWN_HEADERS = [
+  'location',
+  'content-type',
+  'idempotent-replayed',
+  'x-idempotency-original-status',
+  'retry-after',
+];
+
+export async function runWalkthrough(options: WalkthroughOptions): Promise<WalkthroughResult> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const token = options.token ?? 'demo-token-acme';
+  const partnerId = options.partnerId ?? 'ACME01';
+  const slowMs = options.slowMs ?? 1500;
+  const base = options.baseUrl.replace(/\/$/, '');
+  const bookPath = `/x/partners/${partnerId}/instant_booking`;
+  const auth = { authorization: `Bearer ${token}` };
+  // Fresh keys every run: the database may hold earlier runs' keys (they replay for 48 h).
+  const run = randomUUID().slice(0, 8);
+  const keyFor = (name: string) => `demo-${run}-${name}`;
+  const steps: WalkthroughStep[] = [];
+  const bookingIds = new Set<string>();
+  let current: WalkthroughStep | undefined;
+
+  const step = (title: string, expectedBookings: number, explain: string) => {
+    current = { title, failures: [], expectedBookings };
+    steps.push(current);
+    log('');
+    log(`── Step ${steps.length}: ${title}`);
+    log(`   ${explain}`);
+  };
+  const check = (condition: boolean, failure: string) => {
+    if (condition) return;
+    current!.failures.push(failure);
+    log(`   ✗ ${failure}`);
+  };
+  const pass = (what: string) => {
+    if (current!.failures.length === 0) log(`   ✓ ${what}`);
+  };
+
+  const send = async (
+    label: string,
+    body: unknown,
+    headers: Record<string, string> = {},
+    method = 'POST',
+    path = bookPath,
+  ): Promise<Sent> => {
+    const shown = Object.entries(headers)
+      .map(
+        ([name, value]) =>
+          `${name}: ${value.length > 40 ? `${value.slice(0, 37)}...(${value.length} chars)` : value}`,
+      )
+      .join(', ');
+    log(`   → ${label}${method} ${path}${shown ? `  [${shown}]` : ''}`);
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...auth,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...headers,
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    });
+    const sent = {
+      status: response.status,
+      headers: response.headers,
+      body: await response.text(),
+    };
+    printResponse(log, label, sent);
+    const id = parseJson(sent.body)?.id;
+    if (sent.status === 201 && typeof id === 'string') bookingIds.add(id);
+    return sent;
+  };
+
+  const bookingCount = async (): Promise<number> => {
+    const response = await fetch(`${base}/x/partners/${partnerId}/bookings`, {
+      headers: auth,
+      signal: AbortSignal.timeout(15_000),
+    });
+    if (response.status !== 200)
+      throw new Error(`Counting bookings failed: ${response.status} ${await response.text()}`);
+    return (JSON.parse(await response.text()) as { total: number }).total;
+  };
+
+  log(`Walkthrough against ${base} as partner ${partnerId} (keys start with demo-${run}-)`);
+  const before = await bookingCount();
+  log(`Partner ${partnerId} has ${before} booking(s) before we start.`);
+
+  // 1. A new key runs the handler and answers with its own status.
+  step('A first booking', 1, 'A new key: the handler runs and its answer (201) goes back as is.');
+  const alice = booking('Alice', 'travel', 42.5);
+  const first = await send('', alice, { 'x-idempotency-key': keyFor('first') });
+  check(first.status === 201, `expected 201, got ${first.status}`);
+  check(!!first.headers.get('location'), 'expected a Location header');
+  pass('201 Created: one booking');
+
+  // 2. Same key, same request: the stored answer, byte for byte, as 409.
+  step(
+    'The same request again',
+    0,
+    'A retry with the same key and body: nothing runs again; the stored answer comes back as 409.',
+  );
+  const again = await send('', alice, { 'x-idempotency-key': keyFor('first') });
+  check(again.status === 409, `expected 409, got ${again.status}`);
+  check(again.body === first.body, 'expected the first response body, byte for byte');
+  check(again.headers.get('idempotent-replayed') === 'true', 'expected Idempotent-Replayed: true');
+  check(
+    again.headers.get('x-idempotency-original-status') === '201',
+    'expected x-idempotency-original-status: 201',
+  );
+  check(
+    again.headers.get('location') === first.headers.get('location'),
+    'expected the stored Location header',
+  );
+  pass('409 Conflict with the very same body: still one booking');
+  const firstId = parseJson(first.body)?.id;
+  if (typeof firstId === 'string') {
+    const read = await send(
+      'read it back: ',
+      undefined,
+      {},
+      'GET',
+      `/x/partners/${partnerId}/bookings/${firstId}`,
+    );
+    check(read.status === 200, `expected 200 from GET, got ${read.status}`);
+  }
+
+  // 3. Same key twice at once: one runs, the other is told to come back later.
+  step(
+    'Two at once while the first is slow',
+    1,
+    `Both carry the same key; the handler takes ${slowMs} ms (${DEMO_DELAY_HEADER}, demo only). One runs, the other gets 423 Locked.`,
+  );
+  const bob = booking('Bob', 'cancellation', 19.99);
+  const slowHeaders = {
+    'x-idempotency-key': keyFor('concurrent'),
+    [DEMO_DELAY_HEADER]: String(slowMs),
+  };
+  const pair = await Promise.all([send('A: ', bob, slowHeaders), send('B: ', bob, slowHeaders)]);
+  const statuses = pair.map((r) => r.status).sort();
+  check(
+    statuses[0] === 201 && statuses[1] === 423,
+    `expected one 201 and one 423, got ${statuses.join(' and ')}`,
+  );
+  const locked = pair.find((r) => r.status === 423);
+  check(!!locked?.headers.get('retry-after'), 'expected Retry-After on the 423');
+  check(
+    !!locked?.headers.get('content-type')?.startsWith('application/problem+json'),
+    'expected problem+json on the 423',
+  );
+  pass('one 201, one 423 with Retry-After: one booking');
+
+  // 4. Same key, different body: a client bug, refused.
+  step(
+    'The same key with another body',
+    0,
+    'Reusing a key for a different request is a client bug: 422, nothing runs.',
+  );
+  const reused = await send(
+    '',
+    { ...alice, quotes: [{ ...alice.quotes[0], price: 99 }] },
+    { 'x-idempotency-key': keyFor('first') },
+  );
+  check(reused.status === 422, `expected 422, got ${reused.status}`);
+  check(
+    parseJson(reused.body)?.code === 'idempotency_key_reused',
+    'expected code idempotency_key_reused',
+  );
+  pass('422 idempotency_key_reused: no booking');
+
+  // 5. No key: the module stays out of the way, so a retry books twice.
+  step(
+    'No key',
+    2,
+    'Without a key the route works as if the module were absent: the same request twice books twice.',
+  );
+  const carol = booking('Carol', 'travel', 10);
+  const once = await send('', carol);
+  const twice = await send('', carol);
+  check(
+    once.status === 201 && twice.status === 201,
+    `expected 201 twice, got ${once.status} and ${twice.status}`,
+  );
+  check(parseJson(once.body)?.id !== parseJson(twice.body)?.id, 'expected two different bookings');
+  pass('201 twice: two bookings (this is why clients should send a key)');
+
+  // 6. A malformed key is rejected before anything runs.
+  step(
+    'A bad key',
+    0,
+    'Keys are 1-255 printable ASCII characters; anything else is a 400 and nothing runs.',
+  );
+  const bad = await send('', booking('Dave', 'travel', 5), {
+    'x-idempotency-key': 'k'.repeat(256),
+  });
+  check(bad.status === 400, `expected 400, got ${bad.status}`);
+  check(
+    parseJson(bad.body)?.code === 'idempotency_key_invalid',
+    'expected code idempotency_key_invalid',
+  );
+  pass('400 idempotency_key_invalid: no booking');
+
+  // 7. The retrying client rides out the 423 and takes the 409 as success.
+  step(
+    'The retrying client',
+    1,
+    'A slow first request is running when the client sends the same operation; the client retries through 423 (honouring Retry-After) until the stored result comes back as 409, which it treats as success.',
+  );
+  const erin = booking('Erin', 'travel', 77.7);
+  const clientKey = keyFor('client');
+  const slowFirst = send('first: ', erin, {
+    'x-idempotency-key': clientKey,
+    [DEMO_DELAY_HEADER]: String(slowMs),
+  });
+  await new Promise((resolve) => setTimeout(resolve, Math.min(200, slowMs / 4)));
+  const client = new IdempotentClient({
+    baseUrl: base,
+    headers: auth,
+    ...options.client,
+    onRetry: (event) => {
+      log(
+        `   ↻ client: try ${event.attempt} got ${event.status ?? 'a network error'}; retrying in ${event.delayMs} ms with the same key`,
+      );
+      options.client?.onRetry?.(event);
+    },
+  });
+  log(`   → client: POST ${bookPath}  [x-idempotency-key: ${clientKey}]`);
+  let clientFailure: unknown;
+  const result = await client.post(bookPath, erin, { key: clientKey }).catch((error: unknown) => {
+    clientFailure = error;
+    return undefined;
+  });
+  const original = await slowFirst;
+  if (result) {
+    log(
+      `   ← client: ${result.status} ${STATUS_CODES[result.status]} after ${result.attempts} tries, replayed=${result.replayed}, original status ${result.originalStatus}`,
+    );
+    if (result.replayed)
+      log('     (the Python example logs this as a warning: "duplicated request")');
+  }
+  check(
+    !clientFailure,
+    `the client failed: ${clientFailure instanceof Error ? clientFailure.message : String(clientFailure)}`,
+  );
+  check(original.status === 201, `expected the first request to get 201, got ${original.status}`);
+  check(
+    result?.status === 409 && result.replayed,
+    `expected the client to end on a 409 replay, got ${result?.status}`,
+  );
+  check(
+    (result?.attempts ?? 0) >= 2,
+    `expected the client to retry at least once, it sent ${result?.attempts ?? 0} request(s)`,
+  );
+  check(result?.body === original.body, 'expected the client to get the first response body');
+  pass(`the client saw 423, waited, and got the stored booking: one booking`);
+
+  const after = await bookingCount();
+  const expectedBookings = steps.reduce((sum, s) => sum + s.expectedBookings, 0);
+  const createdBookings = after - before;
+  const ok =
+    steps.every((s) => s.failures.length === 0) &&
+    createdBookings === expectedBookings &&
+    bookingIds.size === expectedBookings;
+  log('');
+  log('── Result');
+  for (const [index, s] of steps.entries()) {
+    log(
+      `   ${s.failures.length === 0 ? '✓' : '✗'} ${index + 1}. ${s.title} (+${s.expectedBookings})`,
+    );
+  }
+  log(
+    `   Bookings expected: ${expectedBookings}; created (counted in the database through the API): ${createdBookings}; distinct ids returned: ${bookingIds.size}.`,
+  );
+  log(
+    ok
+      ? '   All good: every retry was safe.'
+      : '   Something did not match the contract (see ✗ above).',
+  );
+  return { ok, steps, expectedBookings, createdBookings, distinctBookingIds: bookingIds.size };
+}
+
+/** A valid instant-booking body. */
+function booking(firstName: string, policyType: string, price: number) {
+  return {
+    currency: 'EUR',
+    policyholder: {
+      first_name: firstName,
+      last_name: 'Example',
+      email: `${firstName.toLowerCase()}@example.com`,
+      country: 'DE',
+    },
+    quotes: [{ policy_type: policyType, policy_start_date: '2027-01-15', price }],
+  };
+}
+
+function printResponse(log: (line: string) => void, label: string, sent: Sent): void {
+  const headers = SHOWN_HEADERS.filter((name) => sent.headers.has(name))
+    .map((name) => `${name}: ${sent.headers.get(name)}`)
+    .join(', ');
+  log(
+    `   ← ${label}${sent.status} ${STATUS_CODES[sent.status] ?? ''}${headers ? `  [${headers}]` : ''}`,
+  );
+  if (sent.body)
+    log(`     ${sent.body.length > 300 ? `${sent.body.slice(0, 297)}...` : sent.body}`);
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value && typeof value === 'object' ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}

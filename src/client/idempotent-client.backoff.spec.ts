@@ -23,7 +23,9 @@ describe('retryDelay', () => {
   const options = { backoffFactorMs: 5000, maxDelayMs: 120_000 };
 
   it('doubles like urllib3 backoff_factor=5: 5 s, 10 s, 20 s', () => {
-    expect([1, 2, 3].map((retry) => retryDelay(retry, undefined, options))).toEqual([5000, 10_000, 20_000]);
+    expect([1, 2, 3].map((retry) => retryDelay(retry, undefined, options))).toEqual([
+      5000, 10_000, 20_000,
+    ]);
   });
 
   it('prefers Retry-After, capped at maxDelayMs', () => {

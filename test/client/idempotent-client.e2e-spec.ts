@@ -2,7 +2,11 @@
 // sequence of statuses. Backoff is shrunk through options so the tests stay fast.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { IdempotentClient, IdempotentRequestError, type RetryEvent } from '../../src/client/index.js';
+import {
+  IdempotentClient,
+  IdempotentRequestError,
+  type RetryEvent,
+} from '../../src/client/index.js';
 
 interface Received {
   method: string;
@@ -14,7 +18,9 @@ interface Received {
 type Answer = (res: ServerResponse) => void;
 
 /** A server that answers the n-th request with answers[n] (the last one repeats). */
-async function scriptedServer(answers: Answer[]): Promise<{ url: string; received: Received[]; server: Server }> {
+async function scriptedServer(
+  answers: Answer[],
+): Promise<{ url: string; received: Received[]; server: Server }> {
   const received: Received[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
@@ -34,10 +40,12 @@ async function scriptedServer(answers: Answer[]): Promise<{ url: string; receive
   return { url: `http://127.0.0.1:${port}`, received, server };
 }
 
-const problem = (status: number, code: string, headers: Record<string, string> = {}): Answer => (res) => {
-  res.writeHead(status, { 'content-type': 'application/problem+json', ...headers });
-  res.end(JSON.stringify({ status, code }));
-};
+const problem =
+  (status: number, code: string, headers: Record<string, string> = {}): Answer =>
+  (res) => {
+    res.writeHead(status, { 'content-type': 'application/problem+json', ...headers });
+    res.end(JSON.stringify({ status, code }));
+  };
 
 const STORED = '{"id":"b-1","total_price":42.5}';
 
@@ -51,7 +59,9 @@ describe('IdempotentClient', () => {
     const { url, received, server } = await scriptedServer([
       problem(423, 'idempotency_request_in_flight', { 'retry-after': '0' }),
       // An HTTP date one second in the past: wait 0 ms.
-      problem(503, 'idempotency_store_unavailable', { 'retry-after': new Date(Date.now() - 1000).toUTCString() }),
+      problem(503, 'idempotency_store_unavailable', {
+        'retry-after': new Date(Date.now() - 1000).toUTCString(),
+      }),
       (res) => {
         res.writeHead(409, {
           'content-type': 'application/json',
@@ -72,13 +82,21 @@ describe('IdempotentClient', () => {
 
     const result = await client.post('/x/partners/p1/instant_booking', { currency: 'EUR' });
 
-    expect(result).toMatchObject({ status: 409, replayed: true, originalStatus: 201, attempts: 3, body: STORED });
+    expect(result).toMatchObject({
+      status: 409,
+      replayed: true,
+      originalStatus: 201,
+      attempts: 3,
+      body: STORED,
+    });
     expect(result.json()).toEqual({ id: 'b-1', total_price: 42.5 });
     expect(result.key).toMatch(/^[0-9a-f-]{36}$/);
     // The same key and body on every try: that is what makes the retries safe.
     expect(received).toHaveLength(3);
     expect(new Set(received.map((r) => r.key))).toEqual(new Set([result.key]));
-    expect(received.every((r) => r.method === 'POST' && r.url === '/x/partners/p1/instant_booking')).toBe(true);
+    expect(
+      received.every((r) => r.method === 'POST' && r.url === '/x/partners/p1/instant_booking'),
+    ).toBe(true);
     expect(received.every((r) => r.body === '{"currency":"EUR"}')).toBe(true);
     expect(retries.map((r) => [r.attempt, r.status, r.delayMs])).toEqual([
       [1, 423, 0],
@@ -95,12 +113,20 @@ describe('IdempotentClient', () => {
     ]);
     servers.push(server);
     const result = await new IdempotentClient().post(`${url}/book`, { a: 1 }, { key: 'my-key' });
-    expect(result).toMatchObject({ status: 201, replayed: false, originalStatus: 201, attempts: 1, key: 'my-key' });
+    expect(result).toMatchObject({
+      status: 201,
+      replayed: false,
+      originalStatus: 201,
+      attempts: 1,
+      key: 'my-key',
+    });
     expect(received.map((r) => r.key)).toEqual(['my-key']);
   });
 
   it('gives up after retries + 1 tries with an error carrying the last status and attempts', async () => {
-    const { url, received, server } = await scriptedServer([problem(503, 'idempotency_store_unavailable')]);
+    const { url, received, server } = await scriptedServer([
+      problem(503, 'idempotency_store_unavailable'),
+    ]);
     servers.push(server);
     const client = new IdempotentClient({ baseUrl: url, retries: 3, backoffFactorMs: 2 });
     const started = Date.now();
@@ -109,28 +135,43 @@ describe('IdempotentClient', () => {
 
     expect(error).toBeInstanceOf(IdempotentRequestError);
     expect(error).toMatchObject({ status: 503, attempts: 4, key: 'k-503', exhausted: true });
-    expect((error as Error).message).toMatch(/Gave up after 4 tries .*status 503 \(idempotency_store_unavailable\)/);
+    expect((error as Error).message).toMatch(
+      /Gave up after 4 tries .*status 503 \(idempotency_store_unavailable\)/,
+    );
     expect(received).toHaveLength(4);
     // Exponential backoff 2 + 4 + 8 ms: bounded, and nowhere near urllib3-sized waits.
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it('caps a long Retry-After at maxDelayMs', async () => {
-    const { url, received, server } = await scriptedServer([problem(429, 'rate_limited', { 'retry-after': '3600' })]);
+    const { url, received, server } = await scriptedServer([
+      problem(429, 'rate_limited', { 'retry-after': '3600' }),
+    ]);
     servers.push(server);
     const delays: number[] = [];
-    const client = new IdempotentClient({ baseUrl: url, retries: 1, maxDelayMs: 5, onRetry: (e) => delays.push(e.delayMs) });
+    const client = new IdempotentClient({
+      baseUrl: url,
+      retries: 1,
+      maxDelayMs: 5,
+      onRetry: (e) => delays.push(e.delayMs),
+    });
     await expect(client.post('/book', {})).rejects.toMatchObject({ status: 429, attempts: 2 });
     expect(delays).toEqual([5]);
     expect(received).toHaveLength(2);
   });
 
   it('does not retry a final status such as 422', async () => {
-    const { url, received, server } = await scriptedServer([problem(422, 'idempotency_key_reused')]);
+    const { url, received, server } = await scriptedServer([
+      problem(422, 'idempotency_key_reused'),
+    ]);
     servers.push(server);
-    const error = await new IdempotentClient({ baseUrl: url }).post('/book', {}).catch((e: unknown) => e);
+    const error = await new IdempotentClient({ baseUrl: url })
+      .post('/book', {})
+      .catch((e: unknown) => e);
     expect(error).toMatchObject({ status: 422, attempts: 1, exhausted: false });
-    expect((error as Error).message).toMatch(/422 \(idempotency_key_reused\).*retrying will not help/);
+    expect((error as Error).message).toMatch(
+      /422 \(idempotency_key_reused\).*retrying will not help/,
+    );
     expect(received).toHaveLength(1);
   });
 
@@ -139,7 +180,12 @@ describe('IdempotentClient', () => {
     const { url, server } = await scriptedServer([problem(500, 'unused')]);
     await new Promise((resolve) => server.close(resolve));
     const retries: RetryEvent[] = [];
-    const client = new IdempotentClient({ baseUrl: url, retries: 2, backoffFactorMs: 1, onRetry: (e) => retries.push(e) });
+    const client = new IdempotentClient({
+      baseUrl: url,
+      retries: 2,
+      backoffFactorMs: 1,
+      onRetry: (e) => retries.push(e),
+    });
 
     const error = await client.post('/book', {}, { key: 'k-net' }).catch((e: unknown) => e);
 
@@ -166,11 +212,18 @@ describe('IdempotentClient', () => {
   });
 
   it('stops at once when the caller aborts', async () => {
-    const { url, received, server } = await scriptedServer([problem(423, 'idempotency_request_in_flight', { 'retry-after': '30' })]);
+    const { url, received, server } = await scriptedServer([
+      problem(423, 'idempotency_request_in_flight', { 'retry-after': '30' }),
+    ]);
     servers.push(server);
     const controller = new AbortController();
-    const client = new IdempotentClient({ baseUrl: url, onRetry: () => controller.abort(new Error('cancelled')) });
-    await expect(client.post('/book', {}, { signal: controller.signal })).rejects.toThrow('cancelled');
+    const client = new IdempotentClient({
+      baseUrl: url,
+      onRetry: () => controller.abort(new Error('cancelled')),
+    });
+    await expect(client.post('/book', {}, { signal: controller.signal })).rejects.toThrow(
+      'cancelled',
+    );
     expect(received).toHaveLength(1);
   });
 });

@@ -60,6 +60,15 @@ export interface IdempotentRouteOptions {
    * @example @Idempotent({ scope: (req) => req.partner.id })
    */
   scope?: IdempotencyScopeResolver;
+  /**
+   * Run the handler inside a Postgres transaction that also stores the response, so its
+   * database writes and the idempotency record commit together or not at all. The handler
+   * writes through `IdempotencyTransaction.manager`. Calls to other systems (email, payment
+   * APIs) are not covered: pass the idempotency key on to them.
+   * @default false
+   * @example @Idempotent({ transactional: true })
+   */
+  transactional?: boolean;
 }
 
 /** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */

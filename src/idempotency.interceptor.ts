@@ -15,6 +15,7 @@ import { Reflector } from '@nestjs/core';
 import { from, map, mergeMap, type Observable } from 'rxjs';
 import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
 import {
+  IdempotencyException,
   IdempotencyKeyMissingException,
   IdempotencyKeyReusedException,
   IdempotencyLeaseLostException,
@@ -38,6 +39,9 @@ import {
 import { IdempotentReplay } from './idempotency.replay.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
 import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
+import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
+import { OpenTransaction } from './idempotency.transaction.js';
+import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
 /** Set on a request once tracked, so @Idempotent() on both class and method runs once. */
 const TRACKED = Symbol('idempotency.tracked');
@@ -53,6 +57,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) protected readonly moduleOptions: IdempotencyModuleOptions,
     protected readonly store: IdempotencyStore,
     private readonly settlements: IdempotencySettlements,
+    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -74,14 +79,13 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
     this.assertStorable(context);
 
+    const response = context.switchToHttp().getResponse();
     return from(this.claim(context, request, key, options)).pipe(
-      mergeMap((record) => {
-        const response = context.switchToHttp().getResponse();
-        holdResponse(response.raw ?? response, (captured) =>
-          this.settlements.track(this.settle(record, captured, options)),
-        );
-        return next.handle();
-      }),
+      mergeMap((record) =>
+        options.transactional
+          ? this.runInTransaction(record, response, options, next)
+          : this.run(record, response, options, next),
+      ),
       map((value) => {
         if (value instanceof StreamableFile) {
           throw new IdempotencyUnsupportedResponseException(
@@ -91,6 +95,52 @@ export class IdempotencyInterceptor implements NestInterceptor {
         return value;
       }),
     );
+  }
+
+  /** Runs the handler; its response is stored (2xx) or the key released once it is written. */
+  private run(
+    record: ClaimedRecord,
+    response: any,
+    options: ResolvedOptions,
+    next: CallHandler,
+  ): Observable<unknown> {
+    holdResponse(response.raw ?? response, (captured) =>
+      this.settlements.track(this.settle(record, captured, options)),
+    );
+    return next.handle();
+  }
+
+  /** Runs the handler inside a transaction that commits only with the stored response. */
+  private runInTransaction(
+    record: ClaimedRecord,
+    response: any,
+    options: ResolvedOptions,
+    next: CallHandler,
+  ): Observable<unknown> {
+    return from(this.begin(record, options)).pipe(
+      mergeMap((transaction) => {
+        holdResponse(response.raw ?? response, (captured) =>
+          this.settlements.track(this.settleTransaction(transaction, record, captured, options)),
+        );
+        return transaction.run(() => next.handle());
+      }),
+    );
+  }
+
+  private async begin(record: ClaimedRecord, options: ResolvedOptions): Promise<OpenTransaction> {
+    if (!(this.store instanceof PostgresIdempotencyStore)) {
+      await this.store.release(record).catch(() => undefined);
+      throw new IdempotencyUnsupportedResponseException(
+        'transactional: true needs the Postgres store, which shares a transaction with the handler.',
+      );
+    }
+    try {
+      return await OpenTransaction.begin(this.connection);
+    } catch (error) {
+      this.logger.error(`Could not open a transaction for key "${record.key}": ${describe(error)}`);
+      await this.store.release(record).catch(() => undefined);
+      throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
+    }
   }
 
   /** Claims the key or throws the outcome (replay, 423, 422, 503). */
@@ -162,12 +212,50 @@ export class IdempotencyInterceptor implements NestInterceptor {
       return undefined;
     }
     this.warnLeaseLost(record, 'complete');
-    const problem = new IdempotencyLeaseLostException(options.retryAfterSeconds);
-    return {
-      status: problem.getStatus(),
-      headers: { ...problem.headers, 'content-type': 'application/problem+json' },
-      body: JSON.stringify(problem.getProblem()),
-    };
+    return problemResponse(new IdempotencyLeaseLostException(options.retryAfterSeconds));
+  }
+
+  /**
+   * Commits the handler's writes together with the stored response, or rolls both back.
+   * Whatever cannot be committed is never sent as a success.
+   */
+  protected async settleTransaction(
+    transaction: OpenTransaction,
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    const succeeded = captured.status >= 200 && captured.status < 300;
+    let stored = false;
+    try {
+      if (succeeded) {
+        stored = await (this.store as PostgresIdempotencyStore)
+          .withExecutor(transaction.executor)
+          .complete(record, captured, options.retentionMs);
+      }
+      if (stored) {
+        await transaction.commit();
+        return undefined;
+      }
+      await transaction.rollback();
+    } catch (error) {
+      this.logger.error(
+        `Could not commit key "${record.key}" (scope "${record.scope}"); its writes were rolled back: ${describe(error)}`,
+      );
+      await transaction.rollback().catch(() => undefined);
+      // If COMMIT itself failed midway, the record may be completed after all: release only
+      // deletes a record that is still in progress, so it cannot undo a commit.
+      await this.store.release(record).catch(() => undefined);
+      return problemResponse(new IdempotencyStoreUnavailableException(options.retryAfterSeconds));
+    }
+    if (!succeeded) {
+      await this.store.release(record).catch((error: unknown) => {
+        this.logger.error(`Could not release key "${record.key}": ${describe(error)}`);
+      });
+      return undefined;
+    }
+    this.warnLeaseLost(record, 'commit');
+    return problemResponse(new IdempotencyLeaseLostException(options.retryAfterSeconds));
   }
 
   private warnLeaseLost(record: ClaimedRecord, action: string): void {
@@ -204,6 +292,14 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
     this.checkedRoutes.add(handler);
   }
+}
+
+function problemResponse(problem: IdempotencyException): ReplacementResponse {
+  return {
+    status: problem.getStatus(),
+    headers: { ...problem.headers, 'content-type': 'application/problem+json' },
+    body: JSON.stringify(problem.getProblem()),
+  };
 }
 
 function describe(error: unknown): string {

@@ -21,6 +21,7 @@ import {
 } from './idempotency.providers.js';
 import { IdempotencyPurger } from './idempotency.purge.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
+import { IdempotencyTransaction } from './idempotency.transaction.js';
 import { IdempotencyStore } from './idempotency-store.js';
 
 @Module({
@@ -30,8 +31,10 @@ import { IdempotencyStore } from './idempotency-store.js';
     IdempotencyExceptionFilter,
     IdempotencyPurger,
     IdempotencySettlements,
+    IdempotencyTransaction,
   ],
   exports: [
+    IdempotencyTransaction,
     IdempotencyStore,
     IdempotencyPurger,
     IdempotencySettlements,

@@ -20,6 +20,7 @@ export interface ResolvedOptions {
   retryAfterSeconds: number;
   replayStatus: ReplayStatus;
   scope: IdempotencyScopeResolver;
+  transactional: boolean;
 }
 
 /** The authenticated principal (Passport-style `request.user`), else one shared scope. */
@@ -42,6 +43,7 @@ export function resolveOptions(
     retryAfterSeconds: pick('retryAfterSeconds') ?? DEFAULT_RETRY_AFTER_SECONDS,
     replayStatus: pick('replayStatus') ?? 409,
     scope: pick('scope') ?? defaultScope,
+    transactional: pick('transactional') ?? false,
   };
   for (const name of ['retentionMs', 'leaseMs', 'retryAfterSeconds'] as const) {
     if (!(resolved[name] > 0)) throw new Error(`Idempotency option ${name} must be positive.`);

@@ -6,6 +6,7 @@ export {
   IDEMPOTENCY_ASYNC_OPTIONS_TYPE,
 } from './idempotency.module-definition.js';
 export { Idempotent } from './idempotent.decorator.js';
+export { IdempotencyTransaction } from './idempotency.transaction.js';
 export { IdempotencyInterceptor } from './idempotency.interceptor.js';
 export { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
 export type {

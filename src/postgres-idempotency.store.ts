@@ -48,10 +48,15 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
 
   constructor(
     private readonly executor: SqlExecutor,
-    tableName?: string,
+    private readonly tableName?: string,
   ) {
     super();
-    this.sql = buildStatements(tableName);
+    this.sql = statementsFor(tableName);
+  }
+
+  /** The same table, its statements run through another executor (a transaction). */
+  withExecutor(executor: SqlExecutor): PostgresIdempotencyStore {
+    return new PostgresIdempotencyStore(executor, this.tableName);
   }
 
   /** Runs statements on the pg pool behind a TypeORM Postgres DataSource. */
@@ -135,6 +140,17 @@ export function dataSourceExecutor(dataSource: DataSource): SqlExecutor {
       return pool.query(statement);
     },
   };
+}
+
+const statementCache = new Map<string | undefined, ReturnType<typeof buildStatements>>();
+
+function statementsFor(tableName?: string): ReturnType<typeof buildStatements> {
+  let statements = statementCache.get(tableName);
+  if (!statements) {
+    statements = buildStatements(tableName);
+    statementCache.set(tableName, statements);
+  }
+  return statements;
 }
 
 function buildStatements(tableName?: string) {

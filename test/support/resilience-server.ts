@@ -1,0 +1,118 @@
+// A real application process for the resilience tests, started by processes.ts (compiled
+// first; `node --import @swc-node/register/esm-register test/support/resilience-server.ts`
+// runs it too, only slower to start).
+// Every handler run inserts a row into RUNS_TABLE, so tests can count runs across processes.
+// The delay comes from the `x-delay-ms` header, which is not part of the fingerprint, so
+// requests with different delays are still the same request.
+// Env: DATABASE_URL, IDEM_TABLE, RUNS_TABLE, ADAPTER (express|fastify), RETRY_AFTER_SECONDS.
+// Prints `READY <port>` once listening on 127.0.0.1.
+import 'reflect-metadata';
+import {
+  Body,
+  Controller,
+  Headers,
+  Inject,
+  Module,
+  Post,
+  type OnApplicationShutdown,
+} from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { Idempotent, IdempotencyModule } from '../../src/index.js';
+import { LEASE_MS } from './resilience-constants.js';
+
+const RUNS = Symbol('RUNS');
+const env = (name: string): string => {
+  const value = process.env[name];
+  if (!value) throw new Error(`resilience-server: ${name} is not set`);
+  return value;
+};
+const runsTable = env('RUNS_TABLE');
+if (!/^[a-z_][a-z0-9_]*$/.test(runsTable)) throw new Error('bad RUNS_TABLE');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+@Controller()
+class WorkController {
+  constructor(@Inject(RUNS) private readonly pool: pg.Pool) {}
+
+  private async run(route: string, key: string | undefined, delay: string | undefined) {
+    await this.pool.query(`INSERT INTO ${runsTable} (key, pid, route) VALUES ($1, $2, $3)`, [
+      key ?? '',
+      process.pid,
+      route,
+    ]);
+    const ms = Number(delay ?? 0);
+    if (ms > 0) await sleep(ms);
+    return { id: randomUUID(), pid: process.pid, route, key };
+  }
+
+  @Post('work')
+  @Idempotent({ leaseMs: LEASE_MS.work })
+  work(
+    @Headers('x-idempotency-key') key: string,
+    @Headers('x-delay-ms') delay: string,
+    @Body() _body: unknown,
+  ) {
+    return this.run('work', key, delay);
+  }
+
+  @Post('mid-lease')
+  @Idempotent({ leaseMs: LEASE_MS.mid })
+  mid(@Headers('x-idempotency-key') key: string, @Headers('x-delay-ms') delay: string) {
+    return this.run('mid-lease', key, delay);
+  }
+
+  @Post('short-lease')
+  @Idempotent({ leaseMs: LEASE_MS.short })
+  short(@Headers('x-idempotency-key') key: string, @Headers('x-delay-ms') delay: string) {
+    return this.run('short-lease', key, delay);
+  }
+}
+
+@Module({
+  imports: [
+    IdempotencyModule.forRoot({
+      connection: env('DATABASE_URL'),
+      tableName: env('IDEM_TABLE'),
+      runMigrations: true,
+      retryAfterSeconds: Number(process.env.RETRY_AFTER_SECONDS ?? 30),
+      purge: { enabled: false },
+    }),
+  ],
+  controllers: [WorkController],
+  providers: [
+    {
+      provide: RUNS,
+      useFactory: () => new pg.Pool({ connectionString: env('DATABASE_URL'), max: 5 }),
+    },
+  ],
+})
+class ResilienceAppModule implements OnApplicationShutdown {
+  constructor(@Inject(RUNS) private readonly pool: pg.Pool) {}
+  async onApplicationShutdown(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+async function main(): Promise<void> {
+  const logger = ['warn', 'error'] as ('warn' | 'error')[];
+  // Only the adapter in use is imported: each costs a second or more of startup.
+  const app =
+    process.env.ADAPTER === 'fastify'
+      ? await NestFactory.create(
+          ResilienceAppModule,
+          new (await import('@nestjs/platform-fastify')).FastifyAdapter(),
+          { logger },
+        )
+      : await NestFactory.create(ResilienceAppModule, { logger });
+  app.enableShutdownHooks();
+  await app.listen(0, '127.0.0.1');
+  const address = app.getHttpServer().address() as { port: number };
+  process.stdout.write(`READY ${address.port}\n`);
+}
+
+main().catch((error: unknown) => {
+  console.error('resilience-server failed to start:', error);
+  process.exit(1);
+});

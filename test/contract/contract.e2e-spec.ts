@@ -1,7 +1,13 @@
 // CONTRACT.md, row by row, under Express and Fastify: status, body, headers and how many
 // times the handler ran, against a real Postgres.
 import { randomUUID } from 'node:crypto';
-import { ADAPTERS, createTestApp, sleep, type TestApp } from '../support/test-app.js';
+import {
+  ADAPTERS,
+  createTestApp,
+  sleep,
+  waitForRecord,
+  type TestApp,
+} from '../support/test-app.js';
 import { parallel, send, type TestResponse } from '../support/http.js';
 
 const BOOKINGS = '/x/partners/p1/bookings';
@@ -181,8 +187,8 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
 
     it('reports the mismatch before the in-flight state', async () => {
       const k = key();
-      const slow = post(BOOKINGS, withKey(k), { product: 'a', delayMs: 400 });
-      await sleep(100);
+      const slow = post(BOOKINGS, withKey(k), { product: 'a', delayMs: 1_500 });
+      await waitForRecord(t.tableName, k, 'in_progress');
       const res = await post(BOOKINGS, withKey(k), { product: 'b' });
       expectProblem(res, 422, 'idempotency_key_reused');
       expect((await slow).status).toBe(201);

@@ -259,4 +259,29 @@ export async function dropTable(tableName: string): Promise<void> {
   }
 }
 
+/** Waits until the key's record is in `state`: a claim happened, whatever the machine's load. */
+export async function waitForRecord(
+  tableName: string,
+  key: string,
+  state: 'in_progress' | 'completed',
+  timeoutMs = 10_000,
+): Promise<void> {
+  const client = new pg.Client(process.env.DATABASE_URL);
+  await client.connect();
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const { rows } = await client.query(
+        `SELECT 1 FROM "${tableName}" WHERE idempotency_key = $1 AND state = $2`,
+        [key, state],
+      );
+      if (rows.length > 0) return;
+      await sleep(20);
+    }
+    throw new Error(`record ${key} never reached ${state}`);
+  } finally {
+    await client.end();
+  }
+}
+
 export { sleep };

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { idempotencyRecordsDdl } from '../../src/index.js';
 import { parallel, send } from '../support/http.js';
-import { ADAPTERS, sleep, uniqueTableName } from '../support/test-app.js';
+import { ADAPTERS, sleep, uniqueTableName, waitForRecord } from '../support/test-app.js';
 import { bookingsDdl, startTransactionalApp } from '../support/transactional-app.js';
 
 const withKey = (key: string): Array<[string, string]> => [['x-idempotency-key', key]];
@@ -156,6 +156,7 @@ describe('transactional idempotency across instances', () => {
       const key = randomUUID();
       const body = { product: 'late', delayMs: 2_000 };
       const slow = send(a.url, '/bookings', { headers: withKey(key), body });
+      await waitForRecord(tables.tableName, key, 'in_progress');
       await sleep(1_000); // A's lease has passed, its handler still runs
       const winner = await send(b.url, '/bookings', { headers: withKey(key), body: { ...body } });
       // B also sleeps 2 s, with a fresh lease of its own; A finishes first and is fenced off.

@@ -9,7 +9,7 @@ import {
   type ExecutionContext,
   type NestInterceptor,
 } from '@nestjs/common';
-import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
+import { RESPONSE_PASSTHROUGH_METADATA, ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
 import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum.js';
 import { Reflector } from '@nestjs/core';
 import { from, map, mergeMap, type Observable } from 'rxjs';
@@ -273,21 +273,29 @@ export class IdempotencyInterceptor implements NestInterceptor {
     return options;
   }
 
-  /** @Res() without passthrough writes around Nest, so there is nothing to store. */
+  /**
+   * @Res() or @Next() without passthrough writes around Nest, so there is nothing to store.
+   * Mirrors Nest's own check (RouterExecutionContext.isResponseHandled).
+   */
   private assertStorable(context: ExecutionContext): void {
     const handler = context.getHandler();
     if (this.checkedRoutes.has(handler)) return;
-    const args: Record<string, { data?: { passthrough?: boolean } }> =
-      Reflect.getMetadata(ROUTE_ARGS_METADATA, context.getClass(), handler.name) ?? {};
-    const writesItself = Object.entries(args).some(
-      ([key, arg]) =>
-        (key.startsWith(`${RouteParamtypes.RESPONSE}:`) ||
-          key.startsWith(`${RouteParamtypes.NEXT}:`)) &&
-        !arg.data?.passthrough,
+    const controller = context.getClass();
+    const args: Record<string, unknown> =
+      Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, handler.name) ?? {};
+    const takesResponse = Object.keys(args).some(
+      (key) =>
+        key.startsWith(`${RouteParamtypes.RESPONSE}:`) ||
+        key.startsWith(`${RouteParamtypes.NEXT}:`),
     );
-    if (writesItself) {
+    const passthrough = Reflect.getMetadata(
+      RESPONSE_PASSTHROUGH_METADATA,
+      controller,
+      handler.name,
+    );
+    if (takesResponse && !passthrough) {
       throw new IdempotencyUnsupportedResponseException(
-        `${context.getClass().name}.${handler.name} writes its response with @Res(), which cannot be stored for replay. Use @Res({ passthrough: true }) and return the body.`,
+        `${controller.name}.${handler.name} writes its response with @Res(), which cannot be stored for replay. Use @Res({ passthrough: true }) and return the body.`,
       );
     }
     this.checkedRoutes.add(handler);

@@ -119,6 +119,18 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
       expect(t.runs.count('created')).toBe(1);
     });
 
+    it('stores what a @Res({ passthrough: true }) route returns, with the headers it set', async () => {
+      const k = key();
+      const first = await post('/passthrough', withKey(k));
+      const again = await post('/passthrough', withKey(k));
+      expect(first.status).toBe(201);
+      expect(first.json).toEqual({ run: 1 });
+      expect(again.status).toBe(409);
+      expect(again.body.equals(first.body)).toBe(true);
+      expect(again.headers.location).toBe('/x/passthrough/1');
+      expect(t.runs.count('passthrough')).toBe(1);
+    });
+
     it("replays with the original status when the route asks for 'original'", async () => {
       const k = key();
       const first = await post('/original-status', withKey(k));

@@ -105,6 +105,16 @@ class BookingsController {
     return { ignored: true, response: typeof response };
   }
 
+  @Post('passthrough')
+  @Idempotent()
+  passthrough(@Res({ passthrough: true }) response: any) {
+    this.runs.hit('passthrough');
+    // Fastify's reply has header(), Express's response has setHeader().
+    if (typeof response.header === 'function') response.header('Location', '/x/passthrough/1');
+    else response.setHeader('Location', '/x/passthrough/1');
+    return { run: this.runs.count('passthrough') };
+  }
+
   @Post('required')
   @Idempotent({ required: true })
   required(@Body() body: BookingBody) {

@@ -1,0 +1,76 @@
+// Issue 3, database outage: the app reaches Postgres through a TCP proxy. While the proxy
+// is down (not listening, every connection cut), keyed requests fail closed with 503 and
+// Retry-After and the handler never runs; once it is back on the same port, the same
+// requests succeed without restarting the app.
+import { randomUUID } from 'node:crypto';
+import { send } from '../support/http.js';
+import { expectReplayOf, expectRetryable } from '../support/problem.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
+import { ADAPTERS, createTestApp, type TestApp } from '../support/test-app.js';
+
+const BOOKINGS = '/x/partners/p1/bookings';
+
+describe.each(ADAPTERS)('Postgres outage under %s', (adapter) => {
+  let proxy: TcpProxy;
+  let t: TestApp;
+  const post = (key: string, body: object = { product: 'outage' }) =>
+    send(t.url, BOOKINGS, { headers: [['x-idempotency-key', key]], body });
+
+  beforeAll(async () => {
+    proxy = TcpProxy.forUrl(process.env.DATABASE_URL!);
+    await proxy.open();
+    t = await createTestApp(adapter, {
+      connection: {
+        type: 'postgres',
+        url: proxy.url(process.env.DATABASE_URL!),
+        connectTimeoutMS: 1_000,
+      },
+      retryAfterSeconds: 3,
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    if (!proxy.listening) await proxy.open(); // let the app close its DataSource cleanly
+    await t?.close();
+    await proxy.close();
+  }, 30_000);
+
+  it('fails closed with 503 while Postgres is unreachable and recovers without a restart', async () => {
+    // Up: a new key runs and replays.
+    const firstKey = randomUUID();
+    const before = await post(firstKey);
+    expect(before.status).toBe(201);
+    expectReplayOf(await post(firstKey), before);
+    expect(t.runs.count('book')).toBe(1);
+    expect(proxy.accepted).toBeGreaterThan(0);
+
+    // Down: not listening, every pooled connection cut.
+    await proxy.close();
+    const keys = [randomUUID(), randomUUID()];
+    const downSince = Date.now();
+    for (let attempt = 0; attempt < 3; attempt++) {
+      for (const key of keys) {
+        const down = await post(key);
+        const retryAfter = expectRetryable(down, 503, 'idempotency_store_unavailable');
+        expect(retryAfter).toBe(3);
+      }
+    }
+    // Failing closed is fast: no request waits for a connect timeout, let alone hangs.
+    expect(Date.now() - downSince).toBeLessThan(6 * 1_000);
+    // A replay cannot be served either: it needs the store too.
+    expectRetryable(await post(firstKey), 503, 'idempotency_store_unavailable');
+    expect(t.runs.count('book')).toBe(1);
+
+    // Back on the same port: the same requests now run once, then replay.
+    const acceptedBefore = proxy.accepted;
+    await proxy.open();
+    for (const key of keys) {
+      const first = await post(key);
+      expect({ status: first.status, body: first.text }).toMatchObject({ status: 201 });
+      expectReplayOf(await post(key), first);
+    }
+    expectReplayOf(await post(firstKey), before);
+    expect(t.runs.count('book')).toBe(3);
+    expect(proxy.accepted).toBeGreaterThan(acceptedBefore); // reconnected through the proxy
+  }, 30_000);
+});

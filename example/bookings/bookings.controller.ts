@@ -1,16 +1,7 @@
-// The bookings API, shaped like the published one. Only the POST is idempotent: GETs are
-// safe by definition and the module never tracks them.
-import {
-  Body,
-  Controller,
-  Get,
-  Headers,
-  Param,
-  Post,
-  UseGuards,
-  createParamDecorator,
-  type ExecutionContext,
-} from '@nestjs/common';
+// The bookings API, shaped like the published one. Only the POST is idempotent (GETs are
+// safe by definition and never tracked), and it is transactional: the booking row and the
+// stored response commit together, so even a crash between them cannot book twice.
+import { Body, Controller, Get, Headers, Param, Post, Res, UseGuards } from '@nestjs/common';
 import { Idempotent } from '../../src/index.js';
 import { PartnerAuthGuard } from '../auth/partner-auth.guard.js';
 import { toBookingResponse, type BookingResponse } from './booking.entity.js';
@@ -25,20 +16,10 @@ import { InstantBookingDto } from './instant-booking.dto.js';
 export const DEMO_DELAY_HEADER = 'x-demo-delay-ms';
 const MAX_DEMO_DELAY_MS = 10_000;
 
-/** The bit of Express' / Fastify's raw response the handler needs. */
+/** The bit of Express' and Fastify's responses the handler needs. */
 interface HeaderWriter {
-  setHeader(name: string, value: string): unknown;
+  header(name: string, value: string): unknown;
 }
-
-/**
- * The response, for setting headers while Nest still sends the returned body (so the module
- * can store it). `@Res({ passthrough: true })` is the usual way, but the interceptor's
- * @Res() check does not see the passthrough flag yet and rejects the route.
- */
-const ResponseHeaders = createParamDecorator((_data: unknown, context: ExecutionContext) => {
-  const response = context.switchToHttp().getResponse();
-  return (response.raw ?? response) as HeaderWriter;
-});
 
 @Controller('x/partners/:partnerId')
 @UseGuards(PartnerAuthGuard)
@@ -46,17 +27,17 @@ export class BookingsController {
   constructor(private readonly bookings: BookingsService) {}
 
   @Post('instant_booking')
-  @Idempotent()
+  @Idempotent({ transactional: true })
   async book(
     @Param('partnerId') partnerId: string,
     @Body() body: InstantBookingDto,
     @Headers(DEMO_DELAY_HEADER) demoDelay: string | undefined,
-    @ResponseHeaders() response: HeaderWriter,
+    @Res({ passthrough: true }) response: HeaderWriter,
   ): Promise<BookingResponse> {
     const delayMs = Math.min(Number(demoDelay) || 0, MAX_DEMO_DELAY_MS);
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     const booking = await this.bookings.create(partnerId, body);
-    response.setHeader('Location', `/x/partners/${partnerId}/bookings/${booking.id}`);
+    response.header('Location', `/x/partners/${partnerId}/bookings/${booking.id}`);
     return toBookingResponse(booking);
   }
 

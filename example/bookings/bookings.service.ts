@@ -1,7 +1,9 @@
 // Creates and reads bookings. Creating one is the side effect that must never happen twice
-// for one idempotency key.
+// for one idempotency key: it writes through IdempotencyTransaction, so on a
+// `transactional` route the booking commits together with the stored response.
 import { Injectable, NotFoundException } from '@nestjs/common';
 import { DataSource, type Repository } from 'typeorm';
+import { IdempotencyTransaction } from '../../src/index.js';
 import { Booking } from './booking.entity.js';
 import type { InstantBookingDto } from './instant-booking.dto.js';
 
@@ -9,14 +11,19 @@ import type { InstantBookingDto } from './instant-booking.dto.js';
 export class BookingsService {
   private readonly bookings: Repository<Booking>;
 
-  constructor(dataSource: DataSource) {
+  constructor(
+    dataSource: DataSource,
+    private readonly transaction: IdempotencyTransaction,
+  ) {
     this.bookings = dataSource.getRepository(Booking);
   }
 
   async create(partnerId: string, dto: InstantBookingDto): Promise<Booking> {
     const totalCents = dto.quotes.reduce((sum, quote) => sum + Math.round(quote.price * 100), 0);
-    return this.bookings.save(
-      this.bookings.create({
+    // The request's transaction when the key is tracked, the DataSource's manager otherwise.
+    const bookings = this.transaction.manager.getRepository(Booking);
+    return bookings.save(
+      bookings.create({
         partnerId,
         status: 'CONFIRMED',
         currency: dto.currency,

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { send } from '../support/http.js';
 import { expectReplayOf, expectRetryable } from '../support/problem.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
-import { ADAPTERS, createTestApp, type TestApp } from '../support/test-app.js';
+import { ADAPTERS, createTestApp, sleep, type TestApp } from '../support/test-app.js';
 
 const BOOKINGS = '/x/partners/p1/bookings';
 
@@ -72,5 +72,28 @@ describe.each(ADAPTERS)('Postgres outage under %s', (adapter) => {
     expectReplayOf(await post(firstKey), before);
     expect(t.runs.count('book')).toBe(3);
     expect(proxy.accepted).toBeGreaterThan(acceptedBefore); // reconnected through the proxy
+  }, 30_000);
+
+  it('an outage while the handler runs: the client still gets its result; retries wait for the lease', async () => {
+    const key = randomUUID();
+    const body = { product: 'outage-mid-request', delayMs: 800 };
+    const runsBefore = t.runs.count('book');
+    const inFlight = post(key, body);
+    await sleep(300); // claimed; the handler is running
+    expect(t.runs.count('book')).toBe(runsBefore + 1);
+    await proxy.close();
+    // The result cannot be stored, but the handler did run: the client gets its real answer
+    // (the interceptor logs the failure) rather than an error that invites a blind retry.
+    const answer = await inFlight;
+    expect({ status: answer.status, body: answer.text }).toMatchObject({ status: 201 });
+    expectRetryable(await post(key, body), 503, 'idempotency_store_unavailable');
+    await proxy.open();
+    // The record is still claimed by that run: retries get 423 until its lease (60 s) passes,
+    // never a second run meanwhile.
+    for (let i = 0; i < 3; i++) {
+      const retry = await post(key, body);
+      expect(expectRetryable(retry, 423, 'idempotency_request_in_flight')).toBe(3);
+    }
+    expect(t.runs.count('book')).toBe(runsBefore + 1);
   }, 30_000);
 });

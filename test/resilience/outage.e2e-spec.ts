@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { send } from '../support/http.js';
 import { expectReplayOf, expectRetryable } from '../support/problem.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
-import { ADAPTERS, createTestApp, sleep, type TestApp } from '../support/test-app.js';
+import { waitFor } from '../support/processes.js';
+import { ADAPTERS, createTestApp, type TestApp } from '../support/test-app.js';
 
 const BOOKINGS = '/x/partners/p1/bookings';
 
@@ -76,11 +77,11 @@ describe.each(ADAPTERS)('Postgres outage under %s', (adapter) => {
 
   it('an outage while the handler runs: the client still gets its result; retries wait for the lease', async () => {
     const key = randomUUID();
-    const body = { product: 'outage-mid-request', delayMs: 800 };
+    const body = { product: 'outage-mid-request', delayMs: 1_500 };
     const runsBefore = t.runs.count('book');
     const inFlight = post(key, body);
-    await sleep(300); // claimed; the handler is running
-    expect(t.runs.count('book')).toBe(runsBefore + 1);
+    // Claimed; the handler is running.
+    await waitFor('the handler to start', () => t.runs.count('book') === runsBefore + 1);
     await proxy.close();
     // The result cannot be stored, but the handler did run: the client gets its real answer
     // (the interceptor logs the failure) rather than an error that invites a blind retry.

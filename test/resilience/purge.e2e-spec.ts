@@ -8,7 +8,7 @@ import {
   purgeExpiredIdempotencyRecords,
 } from '../../src/index.js';
 import { send } from '../support/http.js';
-import { Db, uniqueName } from '../support/processes.js';
+import { Db, uniqueName, waitFor } from '../support/processes.js';
 import { expectReplayOf } from '../support/problem.js';
 import { createTestApp, type TestApp } from '../support/test-app.js';
 
@@ -105,12 +105,12 @@ describe('IdempotencyPurger.runOnce()', () => {
     // The live lease rows above are in_progress with expires_at passed; a real in-flight
     // request (long lease, slow handler) must survive a sweep as well and store its result.
     const key = 'in-flight-during-purge';
-    const body = { product: 'purge', delayMs: 800 };
+    const body = { product: 'purge', delayMs: 1_500 };
     const inFlight = send(t.url, '/x/partners/p1/bookings', {
       headers: [['x-idempotency-key', key]],
       body,
     });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await waitFor('the handler to start', () => t.runs.count('book') === 1);
     await db.query(
       `UPDATE "${t.tableName}" SET expires_at = now() - interval '1 second' WHERE idempotency_key = $1`,
       [key],

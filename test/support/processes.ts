@@ -106,7 +106,8 @@ export async function startAppProcess(options: StartOptions): Promise<AppProcess
       ADAPTER: adapter,
       RETRY_AFTER_SECONDS: String(options.retryAfterSeconds ?? 30),
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    // stdin stays open for the child's lifetime: the child exits when it closes.
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
   children.add(child);
   const exited = new Promise<void>((resolve) => {

@@ -112,6 +112,12 @@ async function main(): Promise<void> {
   process.stdout.write(`READY ${address.port}\n`);
 }
 
+// The test runner holds our stdin: when it goes away (even killed), so do we, so no app
+// process outlives a crashed test run.
+process.stdin.on('end', () => process.exit(1));
+process.stdin.on('error', () => process.exit(1));
+process.stdin.resume();
+
 main().catch((error: unknown) => {
   console.error('resilience-server failed to start:', error);
   process.exit(1);

@@ -149,6 +149,8 @@ export async function runPgbench(
   clients: number,
   seconds: number,
   run: number,
+  /** Server settings for pgbench's sessions, as PGOPTIONS (e.g. `-c synchronous_commit=off`). */
+  pgOptions?: string,
 ): Promise<PgbenchResult> {
   const dir = mkdtempSync(join(tmpdir(), 'idem-pgbench-'));
   try {
@@ -169,6 +171,7 @@ export async function runPgbench(
     ];
     const { stdout } = await exec('pgbench', args, {
       cwd: dir,
+      env: pgOptions ? { ...process.env, PGOPTIONS: pgOptions } : process.env,
       timeout: (seconds + 30) * 1000,
       maxBuffer: 10 * 1024 * 1024,
     });

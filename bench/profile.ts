@@ -20,9 +20,13 @@ export interface ProfileSummary {
   busyMs: number;
   byArea: { area: string; ms: number; share: number }[];
   hottest: { name: string; where: string; area: string; ms: number; share: number }[];
-  /** Inclusive time of the module's own code (src/), share of busy time. */
+  /** Inclusive time of the module's own code (src/), socket writes aside, share of busy time. */
   moduleInclusiveShare: number;
+  /** Self time of socket writes (writev/writeUtf8String/...), split by who wrote. */
+  socketWrites: { toPostgresMs: number; toHttpClientsMs: number; otherMs: number };
 }
+
+const SOCKET_WRITES = new Set(['writev', 'writeBuffer', 'writeUtf8String', 'writeLatin1String']);
 
 function areaOf(url: string, functionName: string): string {
   if (!url) {
@@ -55,6 +59,15 @@ export function summarizeProfile(file: string, top = 12): ProfileSummary {
   let total = 0;
   let idle = 0;
   let moduleInclusive = 0;
+  const socketWrites = { toPostgresMs: 0, toHttpClientsMs: 0, otherMs: 0 };
+  const writer = (id: number): keyof typeof socketWrites => {
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const url = byId.get(at)!.callFrame.url;
+      if (/\/node_modules\/pg(-protocol|-pool)?\//.test(url)) return 'toPostgresMs';
+      if (url === 'node:_http_outgoing' || url === 'node:_http_server') return 'toHttpClientsMs';
+    }
+    return 'otherMs';
+  };
   for (const [id, ms] of self) {
     const { callFrame } = byId.get(id)!;
     const area = areaOf(callFrame.url, callFrame.functionName);
@@ -64,6 +77,7 @@ export function summarizeProfile(file: string, top = 12): ProfileSummary {
       continue;
     }
     areas.set(area, (areas.get(area) ?? 0) + ms);
+    if (!callFrame.url && SOCKET_WRITES.has(callFrame.functionName)) socketWrites[writer(id)] += ms;
     const where = callFrame.url
       ? `${callFrame.url.replace(/^.*\/(node_modules|src|bench)\//, '$1/')}:${callFrame.lineNumber + 1}`
       : '';
@@ -72,7 +86,9 @@ export function summarizeProfile(file: string, top = 12): ProfileSummary {
     const entry = functions.get(fnKey) ?? { name, where, area, ms: 0 };
     entry.ms += ms;
     functions.set(fnKey, entry);
-    // Inclusive time of src/: a sample counts once if any frame on its stack is in src/.
+    if (!callFrame.url && SOCKET_WRITES.has(callFrame.functionName)) continue;
+    // Inclusive time of src/ (socket writes aside): a sample counts once if any frame on its
+    // stack is in src/.
     for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
       if (areaOf(byId.get(at)!.callFrame.url, '') === 'this module (src/)') {
         moduleInclusive += ms;
@@ -92,5 +108,6 @@ export function summarizeProfile(file: string, top = 12): ProfileSummary {
       .slice(0, top)
       .map((entry) => ({ ...entry, share: entry.ms / busy })),
     moduleInclusiveShare: moduleInclusive / busy,
+    socketWrites,
   };
 }

@@ -63,8 +63,13 @@ export interface BenchData {
   scenarios: Record<ScenarioId, Scenario>;
   results: Record<ScenarioId, TargetResult[]>;
   roundTrips: { module: RoundTrips; peerPostgres: RoundTrips };
-  ceiling: { newKey: CeilingSummary; replay: CeilingSummary; scripts: { newKey: string; replay: string } };
-  profiles?: { new: ProfileSummary; replay: ProfileSummary };
+  ceiling: {
+    newKey: CeilingSummary;
+    replay: CeilingSummary;
+    newKeyNoFlush: CeilingSummary;
+    scripts: { newKey: string; replay: string };
+  };
+  profiles?: Record<'new' | 'replay', { profile: ProfileSummary; run: RunResult }>;
 }
 
 function packageVersion(dir: string, name: string): string {
@@ -206,7 +211,7 @@ export function checks(data: BenchData): Check[] {
   ];
 }
 
-function profileSection(name: string, profile: ProfileSummary): string {
+function profileSection(name: string, { profile, run }: { profile: ProfileSummary; run: RunResult }): string {
   const areas = profile.byArea
     .slice(0, 10)
     .map((area) => `| ${area.area} | ${fmt(area.ms)} | ${pct(area.share)} |`)
@@ -216,8 +221,13 @@ function profileSection(name: string, profile: ProfileSummary): string {
     .join('\n');
   return `#### ${name}
 
+${fmt(run.requests)} requests (${fmt(run.rps)} req/s under the profiler), ${fmt(run.queries)} SQL statements.
 Busy ${fmt(profile.busyMs)} ms of ${fmt(profile.totalMs)} ms sampled (the rest idle, waiting on
-Postgres or the network). Code in \`src/\` and what it calls synchronously: ${pct(profile.moduleInclusiveShare)} of busy time.
+Postgres or the network). Code in \`src/\` and what it calls synchronously, socket writes aside: ${pct(profile.moduleInclusiveShare)} of busy time.
+Socket writes alone (native \`writev\`/\`write*String\`): ${fmt(profile.socketWrites.toPostgresMs)} ms sending SQL to
+Postgres (${fmt(profile.socketWrites.toPostgresMs / Math.max(1, run.queries), 3)} ms per statement) and
+${fmt(profile.socketWrites.toHttpClientsMs)} ms sending HTTP responses (${fmt(profile.socketWrites.toHttpClientsMs / Math.max(1, run.requests), 3)} ms per response),
+${pct((profile.socketWrites.toPostgresMs + profile.socketWrites.toHttpClientsMs) / profile.busyMs)} of busy time.
 
 | self time by area | ms | share of busy |
 |---|---:|---:|
@@ -287,7 +297,8 @@ Absolute numbers are low and noisy; the ratios between targets measured in alter
     through \`bench/peer/postgres-storage.js\`, a rewrite of upstream's
     \`storage-adapter-postgres\` (not published to npm) issuing the same SQL: an UNLOGGED table
     (upstream's default), \`INSERT … ON CONFLICT DO UPDATE … WHERE expired\` to claim, \`SELECT\`
-    to read, upsert to store; pg Pool of ${s.poolSize}.
+    to read, upsert to store; pg Pool of ${s.poolSize}. For new keys, a third peer process runs the
+    same adapter on a logged table, to separate the cost of durability from the rest.
 - Load: autocannon's programmatic API from the harness process, ${s.connections} connections
   (storm: ${STORM.connections}), no pipelining, ${s.warmupSeconds} s warm-up per target and scenario, then
   ${s.runs} runs of ${s.seconds} s per target, the targets alternating run by run; the tables show the
@@ -326,6 +337,8 @@ ${scenarioTable(data, 'plain')}
 ${scenarioTable(data, 'new')}
 
 pgbench ceiling (claim + complete): **${fmt(ceiling.newKey.tps)} new keys/s**, p50 ${fmt(ceiling.newKey.p50, 1)} ms, p99 ${fmt(ceiling.newKey.p99, 1)} ms, ${ceiling.newKey.failed} failed.
+For reference, the same script with \`synchronous_commit=off\` (no wait for the WAL flush of
+its two commits): ${fmt(ceiling.newKeyNoFlush.tps)} new keys/s, p50 ${fmt(ceiling.newKeyNoFlush.p50, 1)} ms.
 
 ### ${data.scenarios.replay.title}
 
@@ -348,7 +361,12 @@ Postgres.
 | scenario | module req/s | module / plain route | module / peer (memory) | module / peer (Postgres) | module / pgbench ceiling |
 |---|---:|---:|---:|---:|---:|
 ${ratioRows.join('\n')}
-${nest10 ? `\nFor scale: the plain route on the peer's NestJS ${m.versions['@nestjs/core (peer app)']} app ran ${fmt(nest10.rps)} req/s against ${fmt(plain.rps)} req/s on NestJS ${m.versions['@nestjs/core (module app)']}.\n` : ''}
+${(() => {
+    const logged = pick(data, 'new', 'peerPostgresLogged');
+    return logged
+      ? `\nNew keys against the peer on a logged table (like-for-like durability, same SQL otherwise): ${fmt(logged.rps)} req/s, module / peer = ${x(ratio(moduleOf('new').rps, logged.rps))}.\n`
+      : '';
+  })()}${nest10 ? `\nFor scale: the plain route on the peer's NestJS ${m.versions['@nestjs/core (peer app)']} app ran ${fmt(nest10.rps)} req/s against ${fmt(plain.rps)} req/s on NestJS ${m.versions['@nestjs/core (module app)']}.\n` : ''}
 ## SQL round trips per request (counted)
 
 | request | this module | peer on Postgres | pgbench script |
@@ -367,6 +385,7 @@ Under load, queries / requests: ${(['new', 'replay', 'storm'] as const)
 |---|---|---|
 ${checkRows}
 
+${limitsSection(data)}
 ${data.profiles ? `## Where the module's time goes (node --cpu-prof)
 
 After the measured runs, the module app was driven for one more ${s.seconds} s run per scenario
@@ -394,10 +413,61 @@ ${data.ceiling.scripts.replay.trim()}
 `;
 }
 
+/** What the numbers of this run say about the limits; every figure is from this run. */
+function limitsSection(data: BenchData): string {
+  const plain = pick(data, 'plain', 'module')!;
+  const mine = (id: ScenarioId) => pick(data, id, 'module')!;
+  const peerPg = (id: ScenarioId) => pick(data, id, 'peerPostgres')!;
+  const c = data.settings.connections;
+  const lines: string[] = [];
+  const ceilingShare = ratio(data.ceiling.newKey.tps, plain.rps);
+  lines.push(
+    `- **New keys vs the plain route.** The database alone, running only the module's claim + complete with the same ${c} clients, did ${fmt(data.ceiling.newKey.tps)} new keys/s = ${x(ceilingShare)} the plain route's ${fmt(plain.rps)} req/s` +
+      (ceilingShare < 0.5
+        ? `, so on this machine "half the plain route" is out of reach for any implementation that makes a new key durable in two commits at ${c} connections: it would need the database to be faster than its own ceiling.`
+        : '.') +
+      ` The module reached ${x(ratio(mine('new').rps, data.ceiling.newKey.tps))} of that ceiling. Per request the app spent ${fmt(mine('new').appCpuMs, 2)} ms CPU (plain route: ${fmt(plain.appCpuMs, 2)} ms) and its Postgres backends ${mine('new').dbCpuMs === undefined ? 'n/a' : `${fmt(mine('new').dbCpuMs!, 2)} ms`}; with app, database and load generator on ${data.machine.cores} shared cores, the extra CPU and the two sequential commits (p50 ${fmt(mine('new').p50, 1)} ms vs ${fmt(plain.p50, 1)} ms) are the cost.`,
+  );
+  lines.push(
+    `- **Commit flushes.** With \`synchronous_commit=off\` the same SQL ran at ${fmt(data.ceiling.newKeyNoFlush.tps)} new keys/s (${x(ratio(data.ceiling.newKeyNoFlush.tps, data.ceiling.newKey.tps))} the durable ceiling): that share of the new-key cost is waiting for the WAL flush of two commits per key.`,
+  );
+  lines.push(
+    `- **Replays vs the plain route.** A replay is one statement (${fmt(data.roundTrips.module.replay, 2)} counted) and no handler; it ran at ${x(ratio(mine('replay').rps, plain.rps))} the plain route with ${fmt(mine('replay').appCpuMs, 2)} ms app CPU per request against ${fmt(plain.appCpuMs, 2)} ms, plus ${mine('replay').dbCpuMs === undefined ? 'n/a' : `${fmt(mine('replay').dbCpuMs!, 2)} ms`} in Postgres. The pgbench replay ceiling (${fmt(data.ceiling.replay.tps)}/s) is ${x(ratio(data.ceiling.replay.tps, plain.rps))} the plain route, so the database is not what holds replays back; the extra round trip's CPU on the shared cores is.`,
+  );
+  lines.push(
+    `- **Against the peer on Postgres.** Same number of statements for a new key (${fmt(data.roundTrips.module.newKey, 2)} vs ${fmt(data.roundTrips.peerPostgres.newKey, 2)}), one fewer for a replay (${fmt(data.roundTrips.module.replay, 2)} vs ${fmt(data.roundTrips.peerPostgres.replay, 2)}) and for a duplicate in flight (${fmt(data.roundTrips.module.inFlight, 2)} vs ${fmt(data.roundTrips.peerPostgres.inFlight, 2)}). The peer's table is UNLOGGED (no WAL, lost on a crash) and stores the response as JSON text; the module's is logged. New keys: ${x(ratio(mine('new').rps, peerPg('new').rps))}, replays: ${x(ratio(mine('replay').rps, peerPg('replay').rps))}. App CPU per new key: ${fmt(mine('new').appCpuMs, 2)} ms vs the peer's ${fmt(peerPg('new').appCpuMs, 2)} ms; Postgres CPU: ${mine('new').dbCpuMs === undefined ? 'n/a' : fmt(mine('new').dbCpuMs!, 2)} ms vs ${peerPg('new').dbCpuMs === undefined ? 'n/a' : fmt(peerPg('new').dbCpuMs!, 2)} ms. ${(() => {
+        const logged = pick(data, 'new', 'peerPostgresLogged');
+        return logged
+          ? ` On a logged table, like the module's, the peer did ${fmt(logged.rps)} new keys/s (module / peer ${x(ratio(mine('new').rps, logged.rps))}; its Postgres CPU ${logged.dbCpuMs === undefined ? 'n/a' : fmt(logged.dbCpuMs, 2)} ms per key).`
+          : '';
+      })()} With two round trips per new key on both sides, a 3x gap on new keys is not there to be had on this setup. On replays and duplicates the module makes one round trip to the peer's two (replays ${x(ratio(mine('replay').rps, peerPg('replay').rps))}, storm ${x(ratio(mine('storm').rps, peerPg('storm').rps))} the peer's throughput).`,
+  );
+  if (data.profiles) {
+    const p = data.profiles.new;
+    lines.push(
+      `- **Profile.** Under the profiler, socket writes were ${pct((p.profile.socketWrites.toPostgresMs + p.profile.socketWrites.toHttpClientsMs) / p.profile.busyMs)} of the app's busy CPU on new keys (${fmt(p.profile.socketWrites.toPostgresMs / Math.max(1, p.run.queries), 3)} ms per SQL statement sent, ${fmt(p.profile.socketWrites.toHttpClientsMs / Math.max(1, p.run.requests), 3)} ms per HTTP response), while code in \`src/\` and what it calls synchronously was ${pct(p.profile.moduleInclusiveShare)}. Each statement costs one socket write, so round trips, not the module's JavaScript, dominate its CPU.`,
+    );
+  }
+  return `## What limits the module here
+
+${lines.join('\n')}
+
+What would move it (see bench/FINDINGS.md for the experiments behind these):
+
+- fewer socket writes per request: batching the claims and completes of concurrent requests
+  into one statement each (one write for many requests), since every statement costs a write;
+- fewer commit flushes: group commit with more concurrent connections (\`commit_delay\`), or an
+  opt-in \`synchronous_commit=off\` (faster, but a database crash could then forget a claim or a
+  stored response and let a retry run the handler again);
+- more cores, or Postgres on its own machine: app, database and load generator share ${data.machine.cores} cores here.
+`;
+}
+
 const COLORS: Record<string, string> = {
   module: '#2b6cb0',
   peerMemory: '#9ae6b4',
   peerPostgres: '#38a169',
+  peerPostgresLogged: '#276749',
   pgbench: '#a0aec0',
   nest10Plain: '#ed8936',
 };
@@ -419,6 +489,7 @@ export function renderSvg(data: BenchData): string {
       ...bar(pick(data, id, 'module')),
       ...bar(pick(data, id, 'peerMemory')),
       ...bar(pick(data, id, 'peerPostgres')),
+      ...bar(pick(data, id, 'peerPostgresLogged')),
     ];
     if (id === 'new') bars.push({ label: 'pgbench ceiling', color: COLORS.pgbench, value: data.ceiling.newKey.tps });
     if (id === 'replay') bars.push({ label: 'pgbench ceiling', color: COLORS.pgbench, value: data.ceiling.replay.tps });
@@ -462,6 +533,7 @@ export function renderSvg(data: BenchData): string {
     ['this module', COLORS.module],
     ['peer, memory', COLORS.peerMemory],
     ['peer, Postgres', COLORS.peerPostgres],
+    ['peer, Postgres, logged table', COLORS.peerPostgresLogged],
     ['pgbench ceiling (same SQL)', COLORS.pgbench],
     ['plain route, NestJS 10 (peer app)', COLORS.nest10Plain],
   ];

@@ -102,21 +102,26 @@ async function resetTables(url: string): Promise<void> {
     await client.query(`DROP TABLE IF EXISTS "${TABLE}"`);
     await client.query(`DROP SEQUENCE IF EXISTS "${TABLE}_fencing_token_seq"`);
     await client.query(`DROP SCHEMA IF EXISTS "${PEER_SCHEMA}" CASCADE`);
+    await client.query(`DROP SCHEMA IF EXISTS "${PEER_SCHEMA}_logged" CASCADE`);
   } finally {
     await client.end();
   }
 }
 
 /** A CPU profile of the running module app over one run of `scenario`. */
-async function profileModule(app: AppProcess, target: Target, scenario: Scenario): Promise<ProfileSummary> {
+async function profileModule(
+  app: AppProcess,
+  target: Target,
+  scenario: Scenario,
+): Promise<{ profile: ProfileSummary; run: RunResult }> {
   const keep = process.env.BENCH_PROFILE_DIR;
   const dir = keep ?? mkdtempSync(join(tmpdir(), 'idem-profile-'));
   const file = join(dir, `module-${scenario.id}.cpuprofile`);
   try {
     await ask(app, { command: 'profile-start' }, 'profiling');
-    await measure(target, scenario, SECONDS, `prof-${Date.now()}`);
+    const run = await measure(target, scenario, SECONDS, `prof-${Date.now()}`);
     await ask(app, { command: 'profile-stop', file }, 'profiled');
-    return summarizeProfile(file);
+    return { profile: summarizeProfile(file), run };
   } finally {
     if (!keep) rmSync(dir, { recursive: true, force: true });
   }
@@ -140,6 +145,12 @@ async function main(): Promise<void> {
     apps.push(peerMemoryApp);
     const peerPostgresApp = await startApp({ name: 'peer (Postgres)', kind: 'peer', env: { ...env, STORAGE: 'postgres' } });
     apps.push(peerPostgresApp);
+    const peerLoggedApp = await startApp({
+      name: 'peer (Postgres, logged table)',
+      kind: 'peer',
+      env: { ...env, STORAGE: 'postgres-logged' },
+    });
+    apps.push(peerLoggedApp);
     log('apps are up');
 
     const module: Target = {
@@ -157,6 +168,13 @@ async function main(): Promise<void> {
       url: peerPostgresApp.url,
       dbApplicationName: 'bench-peer',
     };
+    const peerLogged: Target = {
+      id: 'peerPostgresLogged',
+      label: 'peer, Postgres, logged table',
+      kind: 'peer',
+      url: peerLoggedApp.url,
+      dbApplicationName: 'bench-peer-logged',
+    };
     const nest10Plain: Target = { id: 'nest10Plain', label: 'plain route, NestJS 10 (peer app)', kind: 'peer', url: peerMemoryApp.url };
     const nest12Plain: Target = { id: 'module', label: 'plain route, NestJS 12 (module app)', kind: 'module', url: moduleApp.url };
     const all = [module, peerMemory, peerPostgres];
@@ -164,7 +182,8 @@ async function main(): Promise<void> {
 
     const results = {} as Record<ScenarioId, TargetResult[]>;
     results.plain = await runScenario(plan.plain, [nest12Plain, nest10Plain], probe);
-    results.new = await runScenario(plan.new, all, probe);
+    // The logged-table peer only where it differs: new keys are the only scenario that writes much.
+    results.new = await runScenario(plan.new, [...all, peerLogged], probe);
     log('replay: completing keys on every target');
     for (const target of all) await prepareReplays(target);
     results.replay = await runScenario(plan.replay, all, probe);
@@ -189,13 +208,28 @@ async function main(): Promise<void> {
     log('pgbench ceiling');
     const scripts = await buildScripts(TABLE);
     await preparePgbenchReplays(database.url, TABLE);
-    const ceilingRuns: { newKey: PgbenchResult[]; replay: PgbenchResult[] } = { newKey: [], replay: [] };
+    // newKeyNoFlush: the same new-key script with synchronous_commit=off, for reference only:
+    // how much of the ceiling is waiting for the WAL flush of the two commits.
+    const ceilingRuns: Record<'newKey' | 'replay' | 'newKeyNoFlush', PgbenchResult[]> = {
+      newKey: [],
+      replay: [],
+      newKeyNoFlush: [],
+    };
+    const scriptOf = { newKey: scripts.newKey, replay: scripts.replay, newKeyNoFlush: scripts.newKey };
+    const optionsOf = { newKey: undefined, replay: undefined, newKeyNoFlush: '-c synchronous_commit=off' };
     let runTag = 1;
     await runPgbench(database.url, scripts.newKey, CONNECTIONS, WARMUP_SECONDS, runTag++);
     await runPgbench(database.url, scripts.replay, CONNECTIONS, WARMUP_SECONDS, runTag++);
     for (let round = 1; round <= RUNS; round++) {
-      for (const kind of ['newKey', 'replay'] as const) {
-        const result = await runPgbench(database.url, scripts[kind], CONNECTIONS, SECONDS, runTag++);
+      for (const kind of ['newKey', 'replay', 'newKeyNoFlush'] as const) {
+        const result = await runPgbench(
+          database.url,
+          scriptOf[kind],
+          CONNECTIONS,
+          SECONDS,
+          runTag++,
+          optionsOf[kind],
+        );
         ceilingRuns[kind].push(result);
         log(`pgbench ${kind} #${round}: ${result.tps.toFixed(0)} tps, p50 ${result.p50} ms, p99 ${result.p99} ms`);
       }
@@ -219,6 +253,7 @@ async function main(): Promise<void> {
       ceiling: {
         newKey: summarizePgbench(ceilingRuns.newKey),
         replay: summarizePgbench(ceilingRuns.replay),
+        newKeyNoFlush: summarizePgbench(ceilingRuns.newKeyNoFlush),
         scripts,
       },
       profiles,

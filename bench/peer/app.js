@@ -1,5 +1,6 @@
 // The peer app: @node-idempotency/nestjs on NestJS 10 + express, running the same handler as
-// bench/app.ts (see bench/handler.ts) on the same routes. STORAGE=memory | postgres.
+// bench/app.ts (see bench/handler.ts) on the same routes.
+// STORAGE=memory | postgres (upstream's UNLOGGED table) | postgres-logged.
 // Plain CommonJS with decorators applied by hand, so the folder needs no compiler.
 'use strict';
 require('reflect-metadata');
@@ -64,8 +65,12 @@ Reflect.decorate([Controller()], OrdersController);
 async function main() {
   if (!port) throw new Error('bench/peer/app.js needs PORT');
   let adapter = 'memory';
-  if (storageKind === 'postgres') {
-    adapter = new BenchPostgresStorage({ connectionString: process.env.DATABASE_URL, max: poolSize });
+  if (storageKind.startsWith('postgres')) {
+    adapter = new BenchPostgresStorage({
+      connectionString: process.env.DATABASE_URL,
+      max: poolSize,
+      logged: storageKind === 'postgres-logged',
+    });
     await adapter.connect();
     await adapter.pool.query(`TRUNCATE ${adapter.tableId}`);
   }

@@ -3,14 +3,21 @@
 // not published to npm, so the benchmark carries this rewrite. It issues the same statements
 // with the same semantics and defaults: an UNLOGGED table keyed by the cache key, one
 // INSERT ... ON CONFLICT DO UPDATE ... WHERE expired for setIfNotExists, a SELECT for get, an
-// upsert for set, all as unnamed (unprepared) queries on a pg Pool.
+// upsert for set, all as unnamed (unprepared) queries on a pg Pool. `logged: true` is the
+// benchmark's only departure, for a like-for-like run: a logged table, as this module uses.
 'use strict';
 const { Pool } = require('pg');
 
 class BenchPostgresStorage {
-  constructor({ connectionString, max, schema = 'bench_node_idempotency', table = 'idempotency' }) {
+  constructor({ connectionString, max, logged = false, table = 'idempotency' }) {
+    const schema = logged ? 'bench_node_idempotency_logged' : 'bench_node_idempotency';
     // application_name only labels the connections so the harness can find their backends.
-    this.pool = new Pool({ connectionString, max, application_name: 'bench-peer' });
+    this.pool = new Pool({
+      connectionString,
+      max,
+      application_name: logged ? 'bench-peer-logged' : 'bench-peer',
+    });
+    this.tableType = logged ? '' : 'UNLOGGED';
     this.schema = schema;
     this.tableId = `"${schema}"."${table}"`;
     this.table = table;
@@ -22,7 +29,7 @@ class BenchPostgresStorage {
     try {
       await client.query(`BEGIN;
         CREATE SCHEMA IF NOT EXISTS "${this.schema}";
-        CREATE UNLOGGED TABLE IF NOT EXISTS ${this.tableId} (
+        CREATE ${this.tableType} TABLE IF NOT EXISTS ${this.tableId} (
           key VARCHAR(255) PRIMARY KEY,
           created_at TIMESTAMPTZ DEFAULT NOW() NOT NULL,
           data TEXT,

@@ -175,7 +175,7 @@ describe('transactional idempotency across instances', () => {
   }, 20_000);
 
   it('a process killed after inserting but before commit leaves no booking; after the lease a retry books once', async () => {
-    const leaseMs = 1_500;
+    const leaseMs = 3_000; // long enough that the 423 check lands inside it on a loaded machine
     const child = await spawnServer(tables, leaseMs);
     const peer = await startTransactionalApp({ adapter: 'express', ...tables, leaseMs });
     try {

@@ -5,20 +5,14 @@
 //   and only the process that took over has its response replayed.
 import { randomUUID } from 'node:crypto';
 import { send, type TestResponse } from '../support/http.js';
-import {
-  Db,
-  startAppProcess,
-  stopAll,
-  uniqueName,
-  waitFor,
-  type AppProcess,
-} from '../support/processes.js';
+import { Db, startAppProcess, stopAll, waitFor, type AppProcess } from '../support/processes.js';
 import { expectProblem, expectReplayOf, expectRetryable } from '../support/problem.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
+import { dropTable, uniqueTableName } from '../support/test-app.js';
 
 const db = new Db();
-const idemTable = uniqueName('idem_crash');
-const runsTable = uniqueName('runs_crash');
+const idemTable = uniqueTableName('idem_crash');
+const runsTable = uniqueTableName('runs_crash');
 /** `victim` is killed in the kill -9 test; `b` (Fastify) and `c` (Express) stay up. */
 let victim: AppProcess, b: AppProcess, c: AppProcess;
 
@@ -56,7 +50,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([victim, b, c].filter(Boolean).map((app) => app.stop()));
   await stopAll();
-  await db.dropTables(idemTable, runsTable);
+  await dropTable(idemTable);
+  await db.dropTables(runsTable);
   await db.end();
 }, 30_000);
 

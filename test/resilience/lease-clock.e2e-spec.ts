@@ -11,18 +11,18 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { idempotencyRecordsDdl, PostgresIdempotencyStore } from '../../src/index.js';
-import { Db, uniqueName } from '../support/processes.js';
-import { sleep } from '../support/test-app.js';
+import { Db } from '../support/processes.js';
+import { dropTable, sleep, uniqueTableName } from '../support/test-app.js';
 
 const db = new Db();
-const table = uniqueName('idem_clock');
+const table = uniqueTableName('idem_clock');
 const LEASE_MS = 5_000;
 
 beforeAll(async () => {
   for (const statement of idempotencyRecordsDdl(table).up) await db.query(statement);
 });
 afterAll(async () => {
-  await db.dropTables(table);
+  await dropTable(table);
   await db.end();
 });
 

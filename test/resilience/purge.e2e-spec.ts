@@ -8,9 +8,9 @@ import {
   purgeExpiredIdempotencyRecords,
 } from '../../src/index.js';
 import { send } from '../support/http.js';
-import { Db, uniqueName, waitFor } from '../support/processes.js';
+import { Db, waitFor } from '../support/processes.js';
 import { expectReplayOf } from '../support/problem.js';
-import { createTestApp, type TestApp } from '../support/test-app.js';
+import { createTestApp, dropTable, uniqueTableName, type TestApp } from '../support/test-app.js';
 
 /** Rows of each kind; only the first two are purgeable. */
 const MIX = {
@@ -128,7 +128,7 @@ describe('IdempotencyPurger.runOnce()', () => {
 
 describe('purgeExpiredIdempotencyRecords()', () => {
   let dataSource: DataSource;
-  const table = uniqueName('idem_purge');
+  const table = uniqueTableName('idem_purge');
 
   beforeAll(async () => {
     dataSource = new DataSource({ type: 'postgres', url: process.env.DATABASE_URL });
@@ -137,7 +137,7 @@ describe('purgeExpiredIdempotencyRecords()', () => {
   }, 30_000);
   afterAll(async () => {
     await dataSource?.destroy();
-    await db.dropTables(table);
+    await dropTable(table);
   }, 30_000);
   beforeEach(async () => {
     await db.query(`TRUNCATE "${table}"`);

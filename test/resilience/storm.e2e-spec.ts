@@ -4,14 +4,15 @@
 // byte-identical replay of the winner.
 import { randomUUID } from 'node:crypto';
 import { parallel, send, type TestResponse } from '../support/http.js';
-import { Db, startAppProcess, stopAll, uniqueName, type AppProcess } from '../support/processes.js';
+import { Db, startAppProcess, stopAll, type AppProcess } from '../support/processes.js';
 import { expectReplayOf, expectRetryable, statusCounts } from '../support/problem.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
+import { dropTable, uniqueTableName } from '../support/test-app.js';
 
 const HANDLER_MS = 400;
 const db = new Db();
-const idemTable = uniqueName('idem_storm');
-const runsTable = uniqueName('runs_storm');
+const idemTable = uniqueTableName('idem_storm');
+const runsTable = uniqueTableName('runs_storm');
 let apps: AppProcess[] = [];
 
 const post = (app: AppProcess, key: string, delayMs = HANDLER_MS) =>
@@ -58,7 +59,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(apps.map((app) => app.stop()));
   await stopAll();
-  await db.dropTables(idemTable, runsTable);
+  await dropTable(idemTable);
+  await db.dropTables(runsTable);
   await db.end();
 }, 30_000);
 

@@ -173,10 +173,6 @@ export async function stopAll(): Promise<void> {
   children.clear();
 }
 
-export function uniqueName(prefix: string): string {
-  return `${prefix}_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
-}
-
 /** SQL on the test database through one short-lived pool. */
 export class Db {
   readonly pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
@@ -208,11 +204,9 @@ export class Db {
     return rows;
   }
 
+  /** Drops plain tables (runs tables); idempotency tables go through dropTable(). */
   async dropTables(...names: string[]): Promise<void> {
-    for (const name of names) {
-      await this.query(`DROP TABLE IF EXISTS "${name}"`);
-      await this.query(`DROP SEQUENCE IF EXISTS "${name}_fencing_token_seq"`);
-    }
+    for (const name of names) await this.query(`DROP TABLE IF EXISTS "${name}"`);
   }
 
   end(): Promise<void> {

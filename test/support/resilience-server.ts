@@ -18,6 +18,7 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { Idempotent, IdempotencyModule } from '../../src/index.js';
 import { LEASE_MS } from './resilience-constants.js';
@@ -30,7 +31,6 @@ const env = (name: string): string => {
 };
 const runsTable = env('RUNS_TABLE');
 if (!/^[a-z_][a-z0-9_]*$/.test(runsTable)) throw new Error('bad RUNS_TABLE');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 @Controller()
 class WorkController {

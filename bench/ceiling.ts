@@ -176,7 +176,9 @@ export async function runPgbench(
       maxBuffer: 10 * 1024 * 1024,
     });
     const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
-    const transactions = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1]);
+    const transactions = Number(
+      /number of transactions actually processed: (\d+)/.exec(stdout)?.[1],
+    );
     const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
     const latencies: number[] = [];
     for (const name of readdirSync(dir).filter((entry) => entry.startsWith('log'))) {
@@ -186,7 +188,8 @@ export async function runPgbench(
       }
     }
     latencies.sort((a, b) => a - b);
-    const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+    const at = (q: number) =>
+      latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
     return { tps, p50: at(0.5), p99: at(0.99), transactions, failed };
   } finally {
     rmSync(dir, { recursive: true, force: true });

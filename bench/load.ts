@@ -68,8 +68,7 @@ export function scenarios(connections: number): Record<ScenarioId, Scenario> {
       connections: STORM.connections,
       body: JSON.stringify({ sku: 'bench-sku', qty: 2, delayMs: STORM.delayMs }),
       expected: ['ran', 'replayed', 'inFlight'],
-      key: (n, tag) =>
-        `storm-${tag}-${Math.floor(n / STORM.requestsPerWave)}-${n % STORM.hotKeys}`,
+      key: (n, tag) => `storm-${tag}-${Math.floor(n / STORM.requestsPerWave)}-${n % STORM.hotKeys}`,
     },
   };
 }
@@ -237,7 +236,9 @@ export async function countRoundTrips(target: Target, samples = 20) {
   // Hold some keys in flight (handler sleeps 1.5 s), then send their duplicates one by one.
   const held = 10;
   const slow = JSON.stringify({ sku: 'bench-sku', qty: 2, delayMs: 1500 });
-  const holds = Array.from({ length: held }, (_, k) => post(target, '/orders', `${tag}-hold-${k}`, slow));
+  const holds = Array.from({ length: held }, (_, k) =>
+    post(target, '/orders', `${tag}-hold-${k}`, slow),
+  );
   await new Promise((done) => setTimeout(done, 300));
   let k = 0;
   const statuses: number[] = [];

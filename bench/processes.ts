@@ -18,7 +18,10 @@ export async function resolveDatabase(): Promise<BenchDatabase> {
   if (process.env.DATABASE_URL) {
     return { ...(await startDatabase()), source: 'DATABASE_URL' };
   }
-  const client = new pg.Client({ connectionString: MACHINE_POSTGRES, connectionTimeoutMillis: 2000 });
+  const client = new pg.Client({
+    connectionString: MACHINE_POSTGRES,
+    connectionTimeoutMillis: 2000,
+  });
   try {
     await client.connect();
     await client.query('SELECT 1');
@@ -75,7 +78,9 @@ export async function startApp(launch: AppLaunch): Promise<AppProcess> {
   });
   await new Promise<void>((done, fail) => {
     const timer = setTimeout(() => fail(new Error(`${launch.name} did not start in 60 s`)), 60_000);
-    child.once('exit', (code) => fail(new Error(`${launch.name} exited with ${code} while starting`)));
+    child.once('exit', (code) =>
+      fail(new Error(`${launch.name} exited with ${code} while starting`)),
+    );
     child.on('message', (message: { ready?: boolean }) => {
       if (message?.ready) {
         clearTimeout(timer);
@@ -102,7 +107,11 @@ export async function startApp(launch: AppLaunch): Promise<AppProcess> {
 }
 
 /** Sends a command to the app and waits for the reply that carries `field`. */
-export function ask(app: AppProcess, command: Record<string, unknown>, field: string): Promise<unknown> {
+export function ask(
+  app: AppProcess,
+  command: Record<string, unknown>,
+  field: string,
+): Promise<unknown> {
   return new Promise((done) => {
     const listener = (message: Record<string, unknown>) => {
       if (message && field in message) {

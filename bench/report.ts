@@ -5,7 +5,15 @@ import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { PgbenchResult } from './ceiling.js';
-import { REPLAY_KEYS, STORM, type Outcome, type RunResult, type Scenario, type ScenarioId, type Target } from './load.js';
+import {
+  REPLAY_KEYS,
+  STORM,
+  type Outcome,
+  type RunResult,
+  type Scenario,
+  type ScenarioId,
+  type Target,
+} from './load.js';
 import { PEER_DIR, ROOT } from './processes.js';
 import type { ProfileSummary } from './profile.js';
 
@@ -57,7 +65,13 @@ export interface Machine {
 export interface BenchData {
   date: string;
   elapsedSeconds: number;
-  settings: { seconds: number; runs: number; warmupSeconds: number; connections: number; poolSize: number };
+  settings: {
+    seconds: number;
+    runs: number;
+    warmupSeconds: number;
+    connections: number;
+    poolSize: number;
+  };
   machine: Machine;
   loadAverage: { before: number[]; after: number[] };
   scenarios: Record<ScenarioId, Scenario>;
@@ -74,7 +88,8 @@ export interface BenchData {
 
 function packageVersion(dir: string, name: string): string {
   try {
-    return JSON.parse(readFileSync(join(dir, 'node_modules', name, 'package.json'), 'utf8')).version;
+    return JSON.parse(readFileSync(join(dir, 'node_modules', name, 'package.json'), 'utf8'))
+      .version;
   } catch {
     return '?';
   }
@@ -88,11 +103,15 @@ function git(args: string[]): string {
   }
 }
 
-export async function collectMachine(url: string, source: string, pgbench?: string): Promise<Machine> {
+export async function collectMachine(
+  url: string,
+  source: string,
+  pgbench?: string,
+): Promise<Machine> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  let postgres = '?';
-  let postgresSettings = '';
+  let postgres: string;
+  let postgresSettings: string;
   try {
     postgres = (await client.query('SELECT version()')).rows[0].version;
     const settings = await client.query(
@@ -101,7 +120,10 @@ export async function collectMachine(url: string, source: string, pgbench?: stri
         ORDER BY name`,
     );
     postgresSettings = settings.rows
-      .map((row: { name: string; setting: string; unit: string | null }) => `${row.name}=${row.setting}${row.unit ?? ''}`)
+      .map(
+        (row: { name: string; setting: string; unit: string | null }) =>
+          `${row.name}=${row.setting}${row.unit ?? ''}`,
+      )
       .join(', ');
   } finally {
     await client.end();
@@ -132,7 +154,12 @@ export async function collectMachine(url: string, source: string, pgbench?: stri
 }
 
 const fmt = (value: number, digits = 0) =>
-  Number.isFinite(value) ? value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a';
+  Number.isFinite(value)
+    ? value.toLocaleString('en-US', {
+        maximumFractionDigits: digits,
+        minimumFractionDigits: digits,
+      })
+    : 'n/a';
 const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
 const x = (value: number) => (Number.isFinite(value) ? `${value.toFixed(2)}x` : 'n/a');
 const pct = (value: number) => `${(value * 100).toFixed(1)}%`;
@@ -165,7 +192,12 @@ function scenarioTable(data: BenchData, id: ScenarioId): string {
       row.dbCpuMs === undefined ? '–' : fmt(row.dbCpuMs, 2),
     ];
     if (storm) {
-      cells.push(fmt(row.distinctKeys), perRun.every(Boolean) ? 'yes, every run' : `no (${row.runs.map((run) => `${run.handlerRuns}/${run.distinctKeys}`).join(', ')})`);
+      cells.push(
+        fmt(row.distinctKeys),
+        perRun.every(Boolean)
+          ? 'yes, every run'
+          : `no (${row.runs.map((run) => `${run.handlerRuns}/${run.distinctKeys}`).join(', ')})`,
+      );
     }
     return `| ${cells.join(' | ')} |`;
   });
@@ -201,7 +233,11 @@ export function checks(data: BenchData): Check[] {
       measured: x(ratio(moduleReplay.rps, plain.rps)),
       met: ratio(moduleReplay.rps, plain.rps) >= 0.8,
     },
-    { target: '2 SQL round trips for a new key', measured: fmt(rt.newKey, 2), met: rt.newKey === 2 },
+    {
+      target: '2 SQL round trips for a new key',
+      measured: fmt(rt.newKey, 2),
+      met: rt.newKey === 2,
+    },
     { target: '1 SQL round trip for a replay', measured: fmt(rt.replay, 2), met: rt.replay === 1 },
     {
       target: 'storm: handler runs = distinct keys (every run)',
@@ -211,13 +247,19 @@ export function checks(data: BenchData): Check[] {
   ];
 }
 
-function profileSection(name: string, { profile, run }: { profile: ProfileSummary; run: RunResult }): string {
+function profileSection(
+  name: string,
+  { profile, run }: { profile: ProfileSummary; run: RunResult },
+): string {
   const areas = profile.byArea
     .slice(0, 10)
     .map((area) => `| ${area.area} | ${fmt(area.ms)} | ${pct(area.share)} |`)
     .join('\n');
   const hottest = profile.hottest
-    .map((fn) => `| \`${fn.name}\` | ${fn.where ? `\`${fn.where}\`` : ''} | ${fn.area} | ${pct(fn.share)} |`)
+    .map(
+      (fn) =>
+        `| \`${fn.name}\` | ${fn.where ? `\`${fn.where}\`` : ''} | ${fn.area} | ${pct(fn.share)} |`,
+    )
     .join('\n');
   return `#### ${name}
 
@@ -276,7 +318,9 @@ Every number below comes from this one run; nothing is carried over from earlier
 | Postgres settings | ${m.postgresSettings} |
 | database | ${m.database} |
 | pgbench | ${m.pgbench} |
-${Object.entries(m.versions).map(([name, version]) => `| ${name} | ${version} |`).join('\n')}
+${Object.entries(m.versions)
+  .map(([name, version]) => `| ${name} | ${version} |`)
+  .join('\n')}
 | this module | commit ${m.commit} |
 
 Everything (load generator, the apps, Postgres, pgbench) shares the same ${m.cores} cores over
@@ -362,11 +406,11 @@ Postgres.
 |---|---:|---:|---:|---:|---:|
 ${ratioRows.join('\n')}
 ${(() => {
-    const logged = pick(data, 'new', 'peerPostgresLogged');
-    return logged
-      ? `\nNew keys against the peer on a logged table (like-for-like durability, same SQL otherwise): ${fmt(logged.rps)} req/s, module / peer = ${x(ratio(moduleOf('new').rps, logged.rps))}.\n`
-      : '';
-  })()}${nest10 ? `\nFor scale: the plain route on the peer's NestJS ${m.versions['@nestjs/core (peer app)']} app ran ${fmt(nest10.rps)} req/s against ${fmt(plain.rps)} req/s on NestJS ${m.versions['@nestjs/core (module app)']}.\n` : ''}
+  const logged = pick(data, 'new', 'peerPostgresLogged');
+  return logged
+    ? `\nNew keys against the peer on a logged table (like-for-like durability, same SQL otherwise): ${fmt(logged.rps)} req/s, module / peer = ${x(ratio(moduleOf('new').rps, logged.rps))}.\n`
+    : '';
+})()}${nest10 ? `\nFor scale: the plain route on the peer's NestJS ${m.versions['@nestjs/core (peer app)']} app ran ${fmt(nest10.rps)} req/s against ${fmt(plain.rps)} req/s on NestJS ${m.versions['@nestjs/core (module app)']}.\n` : ''}
 ## SQL round trips per request (counted)
 
 | request | this module | peer on Postgres | pgbench script |
@@ -376,7 +420,10 @@ ${(() => {
 | duplicate while in flight | ${fmt(rt.module.inFlight, 2)} (status ${rt.module.inFlightStatuses.join(', ')}) | ${fmt(rt.peerPostgres.inFlight, 2)} (status ${rt.peerPostgres.inFlightStatuses.join(', ')}) | |
 
 Under load, queries / requests: ${(['new', 'replay', 'storm'] as const)
-    .map((id) => `${id}: ${fmt(moduleOf(id).queriesPerRequest, 2)} (module), ${fmt(pick(data, id, 'peerPostgres')!.queriesPerRequest, 2)} (peer on Postgres)`)
+    .map(
+      (id) =>
+        `${id}: ${fmt(moduleOf(id).queriesPerRequest, 2)} (module), ${fmt(pick(data, id, 'peerPostgres')!.queriesPerRequest, 2)} (peer on Postgres)`,
+    )
     .join('; ')}.
 
 ## Targets
@@ -386,7 +433,9 @@ Under load, queries / requests: ${(['new', 'replay', 'storm'] as const)
 ${checkRows}
 
 ${limitsSection(data)}
-${data.profiles ? `## Where the module's time goes (node --cpu-prof)
+${
+  data.profiles
+    ? `## Where the module's time goes (node --cpu-prof)
 
 After the measured runs, the module app was driven for one more ${s.seconds} s run per scenario
 under V8's CPU profiler (the one behind \`node --cpu-prof\`, started and stopped through
@@ -394,7 +443,9 @@ under V8's CPU profiler (the one behind \`node --cpu-prof\`, started and stopped
 the tables above. Self time only: time spent waiting on Postgres is idle here.
 
 ${profileSection('New keys', data.profiles.new)}
-${profileSection('Replays', data.profiles.replay)}` : ''}
+${profileSection('Replays', data.profiles.replay)}`
+    : ''
+}
 ## The pgbench scripts
 
 <details><summary>new key (claim + complete)</summary>
@@ -436,11 +487,11 @@ function limitsSection(data: BenchData): string {
   );
   lines.push(
     `- **Against the peer on Postgres.** Same number of statements for a new key (${fmt(data.roundTrips.module.newKey, 2)} vs ${fmt(data.roundTrips.peerPostgres.newKey, 2)}), one fewer for a replay (${fmt(data.roundTrips.module.replay, 2)} vs ${fmt(data.roundTrips.peerPostgres.replay, 2)}) and for a duplicate in flight (${fmt(data.roundTrips.module.inFlight, 2)} vs ${fmt(data.roundTrips.peerPostgres.inFlight, 2)}). The peer's table is UNLOGGED (no WAL, lost on a crash) and stores the response as JSON text; the module's is logged. New keys: ${x(ratio(mine('new').rps, peerPg('new').rps))}, replays: ${x(ratio(mine('replay').rps, peerPg('replay').rps))}. App CPU per new key: ${fmt(mine('new').appCpuMs, 2)} ms vs the peer's ${fmt(peerPg('new').appCpuMs, 2)} ms; Postgres CPU: ${mine('new').dbCpuMs === undefined ? 'n/a' : fmt(mine('new').dbCpuMs!, 2)} ms vs ${peerPg('new').dbCpuMs === undefined ? 'n/a' : fmt(peerPg('new').dbCpuMs!, 2)} ms. ${(() => {
-        const logged = pick(data, 'new', 'peerPostgresLogged');
-        return logged
-          ? ` On a logged table, like the module's, the peer did ${fmt(logged.rps)} new keys/s (module / peer ${x(ratio(mine('new').rps, logged.rps))}; its Postgres CPU ${logged.dbCpuMs === undefined ? 'n/a' : fmt(logged.dbCpuMs, 2)} ms per key).`
-          : '';
-      })()} With two round trips per new key on both sides, a 3x gap on new keys is not there to be had on this setup. On replays and duplicates the module makes one round trip to the peer's two (replays ${x(ratio(mine('replay').rps, peerPg('replay').rps))}, storm ${x(ratio(mine('storm').rps, peerPg('storm').rps))} the peer's throughput).`,
+      const logged = pick(data, 'new', 'peerPostgresLogged');
+      return logged
+        ? ` On a logged table, like the module's, the peer did ${fmt(logged.rps)} new keys/s (module / peer ${x(ratio(mine('new').rps, logged.rps))}; its Postgres CPU ${logged.dbCpuMs === undefined ? 'n/a' : fmt(logged.dbCpuMs, 2)} ms per key).`
+        : '';
+    })()} With two round trips per new key on both sides, a 3x gap on new keys is not there to be had on this setup. On replays and duplicates the module makes one round trip to the peer's two (replays ${x(ratio(mine('replay').rps, peerPg('replay').rps))}, storm ${x(ratio(mine('storm').rps, peerPg('storm').rps))} the peer's throughput).`,
   );
   if (data.profiles) {
     const p = data.profiles.new;
@@ -475,7 +526,15 @@ const COLORS: Record<string, string> = {
 export function renderSvg(data: BenchData): string {
   const groups: { title: string; bars: { label: string; color: string; value: number }[] }[] = [];
   const bar = (result: TargetResult | undefined) =>
-    result ? [{ label: result.target.label, color: COLORS[result.target.id] ?? '#718096', value: result.rps }] : [];
+    result
+      ? [
+          {
+            label: result.target.label,
+            color: COLORS[result.target.id] ?? '#718096',
+            value: result.rps,
+          },
+        ]
+      : [];
   groups.push({
     title: 'plain route',
     bars: data.results.plain.map((result) => ({
@@ -491,9 +550,22 @@ export function renderSvg(data: BenchData): string {
       ...bar(pick(data, id, 'peerPostgres')),
       ...bar(pick(data, id, 'peerPostgresLogged')),
     ];
-    if (id === 'new') bars.push({ label: 'pgbench ceiling', color: COLORS.pgbench, value: data.ceiling.newKey.tps });
-    if (id === 'replay') bars.push({ label: 'pgbench ceiling', color: COLORS.pgbench, value: data.ceiling.replay.tps });
-    groups.push({ title: id === 'new' ? 'new keys' : id === 'replay' ? 'replays' : 'duplicate storm', bars });
+    if (id === 'new')
+      bars.push({
+        label: 'pgbench ceiling',
+        color: COLORS.pgbench,
+        value: data.ceiling.newKey.tps,
+      });
+    if (id === 'replay')
+      bars.push({
+        label: 'pgbench ceiling',
+        color: COLORS.pgbench,
+        value: data.ceiling.replay.tps,
+      });
+    groups.push({
+      title: id === 'new' ? 'new keys' : id === 'replay' ? 'replays' : 'duplicate storm',
+      bars,
+    });
   }
   const barWidth = 34;
   const gap = 6;
@@ -502,8 +574,11 @@ export function renderSvg(data: BenchData): string {
   const top = 50;
   const height = 300;
   const widthOf = (count: number) => count * barWidth + (count - 1) * gap;
-  const totalWidth = left + groups.reduce((sum, group) => sum + widthOf(group.bars.length) + groupGap, 0) + 20;
-  const max = Math.max(...groups.flatMap((group) => group.bars.map((b) => b.value)).filter(Number.isFinite));
+  const totalWidth =
+    left + groups.reduce((sum, group) => sum + widthOf(group.bars.length) + groupGap, 0) + 20;
+  const max = Math.max(
+    ...groups.flatMap((group) => group.bars.map((b) => b.value)).filter(Number.isFinite),
+  );
   const scaleMax = niceCeil(max);
   const y = (value: number) => top + height - (value / scaleMax) * height;
   const parts: string[] = [];
@@ -563,5 +638,8 @@ function niceCeil(value: number): number {
 }
 
 function escapeXml(text: string): string {
-  return text.replace(/[<>&"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!);
+  return text.replace(
+    /[<>&"]/g,
+    (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c]!,
+  );
 }

@@ -24,10 +24,23 @@ import {
   type ScenarioId,
   type Target,
 } from './load.js';
-import { ask, ensurePeerInstalled, resolveDatabase, startApp, ROOT, type AppProcess } from './processes.js';
+import {
+  ask,
+  ensurePeerInstalled,
+  resolveDatabase,
+  startApp,
+  ROOT,
+  type AppProcess,
+} from './processes.js';
 import { BackendCpuProbe } from './cpu.js';
 import { summarizeProfile, type ProfileSummary } from './profile.js';
-import { collectMachine, renderReport, renderSvg, type BenchData, type TargetResult } from './report.js';
+import {
+  collectMachine,
+  renderReport,
+  renderSvg,
+  type BenchData,
+  type TargetResult,
+} from './report.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -38,7 +51,8 @@ const TABLE = 'bench_idempotency_records';
 const PEER_SCHEMA = 'bench_node_idempotency';
 const PROFILE = process.env.BENCH_PROFILE !== '0';
 
-const log = (message: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
+const log = (message: string) =>
+  console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -47,7 +61,8 @@ function median(values: number[]): number {
 }
 
 function aggregate(target: Target, runs: RunResult[]): TargetResult {
-  const sum = (pick: (run: RunResult) => number) => runs.reduce((total, run) => total + pick(run), 0);
+  const sum = (pick: (run: RunResult) => number) =>
+    runs.reduce((total, run) => total + pick(run), 0);
   return {
     target,
     runs,
@@ -64,7 +79,12 @@ function aggregate(target: Target, runs: RunResult[]): TargetResult {
       inFlight: sum((run) => run.outcomes.inFlight),
       other: sum((run) => run.outcomes.other),
     },
-    queriesPerRequest: sum((run) => run.queries) / Math.max(1, sum((run) => run.requests)),
+    queriesPerRequest:
+      sum((run) => run.queries) /
+      Math.max(
+        1,
+        sum((run) => run.requests),
+      ),
     appCpuMs: median(runs.map((run) => run.appCpuMs)),
     dbCpuMs: runs.every((run) => run.dbCpuMs !== undefined)
       ? median(runs.map((run) => run.dbCpuMs!))
@@ -139,11 +159,23 @@ async function main(): Promise<void> {
     await ensurePeerInstalled();
     await resetTables(database.url);
     const env = { DATABASE_URL: database.url, POOL_SIZE: String(POOL_SIZE) };
-    const moduleApp = await startApp({ name: 'module', kind: 'module', env: { ...env, TABLE_NAME: TABLE } });
+    const moduleApp = await startApp({
+      name: 'module',
+      kind: 'module',
+      env: { ...env, TABLE_NAME: TABLE },
+    });
     apps.push(moduleApp);
-    const peerMemoryApp = await startApp({ name: 'peer (memory)', kind: 'peer', env: { ...env, STORAGE: 'memory' } });
+    const peerMemoryApp = await startApp({
+      name: 'peer (memory)',
+      kind: 'peer',
+      env: { ...env, STORAGE: 'memory' },
+    });
     apps.push(peerMemoryApp);
-    const peerPostgresApp = await startApp({ name: 'peer (Postgres)', kind: 'peer', env: { ...env, STORAGE: 'postgres' } });
+    const peerPostgresApp = await startApp({
+      name: 'peer (Postgres)',
+      kind: 'peer',
+      env: { ...env, STORAGE: 'postgres' },
+    });
     apps.push(peerPostgresApp);
     const peerLoggedApp = await startApp({
       name: 'peer (Postgres, logged table)',
@@ -160,7 +192,12 @@ async function main(): Promise<void> {
       url: moduleApp.url,
       dbApplicationName: 'bench-module',
     };
-    const peerMemory: Target = { id: 'peerMemory', label: 'peer, memory', kind: 'peer', url: peerMemoryApp.url };
+    const peerMemory: Target = {
+      id: 'peerMemory',
+      label: 'peer, memory',
+      kind: 'peer',
+      url: peerMemoryApp.url,
+    };
     const peerPostgres: Target = {
       id: 'peerPostgres',
       label: 'peer, Postgres',
@@ -175,8 +212,18 @@ async function main(): Promise<void> {
       url: peerLoggedApp.url,
       dbApplicationName: 'bench-peer-logged',
     };
-    const nest10Plain: Target = { id: 'nest10Plain', label: 'plain route, NestJS 10 (peer app)', kind: 'peer', url: peerMemoryApp.url };
-    const nest12Plain: Target = { id: 'module', label: 'plain route, NestJS 12 (module app)', kind: 'module', url: moduleApp.url };
+    const nest10Plain: Target = {
+      id: 'nest10Plain',
+      label: 'plain route, NestJS 10 (peer app)',
+      kind: 'peer',
+      url: peerMemoryApp.url,
+    };
+    const nest12Plain: Target = {
+      id: 'module',
+      label: 'plain route, NestJS 12 (module app)',
+      kind: 'module',
+      url: moduleApp.url,
+    };
     const all = [module, peerMemory, peerPostgres];
     const plan = scenarios(CONNECTIONS);
 
@@ -215,8 +262,16 @@ async function main(): Promise<void> {
       replay: [],
       newKeyNoFlush: [],
     };
-    const scriptOf = { newKey: scripts.newKey, replay: scripts.replay, newKeyNoFlush: scripts.newKey };
-    const optionsOf = { newKey: undefined, replay: undefined, newKeyNoFlush: '-c synchronous_commit=off' };
+    const scriptOf = {
+      newKey: scripts.newKey,
+      replay: scripts.replay,
+      newKeyNoFlush: scripts.newKey,
+    };
+    const optionsOf = {
+      newKey: undefined,
+      replay: undefined,
+      newKeyNoFlush: '-c synchronous_commit=off',
+    };
     let runTag = 1;
     await runPgbench(database.url, scripts.newKey, CONNECTIONS, WARMUP_SECONDS, runTag++);
     await runPgbench(database.url, scripts.replay, CONNECTIONS, WARMUP_SECONDS, runTag++);
@@ -231,7 +286,9 @@ async function main(): Promise<void> {
           optionsOf[kind],
         );
         ceilingRuns[kind].push(result);
-        log(`pgbench ${kind} #${round}: ${result.tps.toFixed(0)} tps, p50 ${result.p50} ms, p99 ${result.p99} ms`);
+        log(
+          `pgbench ${kind} #${round}: ${result.tps.toFixed(0)} tps, p50 ${result.p50} ms, p99 ${result.p99} ms`,
+        );
       }
     }
 

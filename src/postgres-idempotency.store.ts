@@ -161,7 +161,8 @@ function buildStatements(tableName?: string) {
   return {
     /*
      * One atomic statement. `inserted` claims a new key; `taken` takes over a record whose
-     * retention expired or whose lease passed (a crashed process). Otherwise the existing row
+     * retention expired (unless its lease is still live: a request still running is never
+     * taken over) or whose lease passed (a crashed process). Otherwise the existing row
      * comes back for the caller to replay, answer 423 or answer 422. An UPDATE re-checks its
      * WHERE on the newest row version, so two takeovers cannot both win.
      */
@@ -184,7 +185,7 @@ function buildStatements(tableName?: string) {
                  response_status = NULL, response_headers = NULL, response_body = NULL
            WHERE r.scope = $1 AND r.idempotency_key = $2
              AND NOT EXISTS (SELECT 1 FROM inserted)
-             AND (r.expires_at <= now()
+             AND ((r.expires_at <= now() AND (r.state = 'completed' OR r.locked_until <= now()))
                   OR (r.state = 'in_progress' AND r.locked_until <= now() AND r.fingerprint = $3))
           RETURNING fencing_token
         )
@@ -196,9 +197,11 @@ function buildStatements(tableName?: string) {
         SELECT 'claimed', fencing_token::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
         UNION ALL
         SELECT 'existing', NULL, r.state, r.fingerprint = $3,
-               r.expires_at <= now()
+               (r.expires_at <= now() AND (r.state = 'completed' OR r.locked_until <= now()))
                  OR (r.state = 'in_progress' AND r.locked_until <= now() AND r.fingerprint = $3),
-               GREATEST(0, EXTRACT(EPOCH FROM (r.locked_until - now())) * 1000),
+               -- clock_timestamp(): now() is when this statement began, which can be before
+               -- the holder's claim committed, and would overstate the lease left.
+               GREATEST(0, EXTRACT(EPOCH FROM (r.locked_until - clock_timestamp())) * 1000),
                r.response_status, r.response_headers, r.response_body
           FROM ${table} AS r
          WHERE r.scope = $1 AND r.idempotency_key = $2

@@ -1,13 +1,11 @@
-// How much lease a 423 reports. The claim computes it as `locked_until - now()`, and now()
+// How much lease a 423 reports. It was once computed as `locked_until - now()`, and now()
 // is the start of the reading statement's transaction. A claim whose statement started a
 // moment before the holder's claim, but read the holder's row after it committed, therefore
 // sees more lease left than the lease itself: in a 200-request storm with a 20 s lease,
 // some 423s said `Retry-After: 21` (seen once in four runs of storm.e2e-spec.ts).
-//
-// KNOWN LIBRARY BUG (reported to the lead). Here the gap is made deterministic: the reader
-// runs inside a transaction that began 1 s before the holder's claim. Suggested fix: use
-// clock_timestamp() (read after the snapshot) for lease_left_ms, or cap it at the lease.
-// `it.failing` keeps the suite green until then; when this turns red, make it `it`.
+// The claim now measures the lease left against clock_timestamp(). Here the gap is made
+// deterministic: the reader runs inside a transaction that began 1 s before the holder's
+// claim.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { idempotencyRecordsDdl, PostgresIdempotencyStore } from '../../src/index.js';
@@ -26,7 +24,7 @@ afterAll(async () => {
   await db.end();
 });
 
-it.failing('a 423 never reports more lease left than the lease', async () => {
+it('a 423 never reports more lease left than the lease', async () => {
   const holder = new PostgresIdempotencyStore(db.pool, table);
   const reader = new pg.Client(process.env.DATABASE_URL);
   await reader.connect();

@@ -35,10 +35,9 @@ function expectOneWinner(responses: TestResponse[]): TestResponse {
     if (response.status === 423) {
       const retryAfter = expectRetryable(response, 423, 'idempotency_request_in_flight');
       // retryAfterSeconds (30) exceeds the lease, so the lease's remaining seconds show
-      // through: close to the full 20 s, as a storm lasts seconds. The + 1 allows a known
-      // bug (lease-clock.e2e-spec.ts): a claim racing the holder's sees 20.00x s left and
-      // says 21. Drop the + 1 once that is fixed.
-      expect(retryAfter).toBeLessThanOrEqual(Math.ceil(LEASE_MS.work / 1000) + 1);
+      // through: close to the full 20 s, as a storm lasts seconds, and never more
+      // (lease-clock.e2e-spec.ts covers a claim racing the holder's).
+      expect(retryAfter).toBeLessThanOrEqual(Math.ceil(LEASE_MS.work / 1000));
       expect(retryAfter).toBeGreaterThan(LEASE_MS.work / 1000 / 2);
     }
   }

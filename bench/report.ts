@@ -103,9 +103,16 @@ function git(args: string[]): string {
   }
 }
 
+/** The module's source state, taken when the apps start (they load src/ then). */
+export function sourceState(): string {
+  const dirty = git(['status', '--porcelain', '--', 'src', 'migrations']) !== '';
+  return `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' + uncommitted changes in src/ (measured as on disk when the run started)' : ''}`;
+}
+
 export async function collectMachine(
   url: string,
   source: string,
+  commit: string,
   pgbench?: string,
 ): Promise<Machine> {
   const client = new pg.Client({ connectionString: url });
@@ -128,7 +135,6 @@ export async function collectMachine(
   } finally {
     await client.end();
   }
-  const dirtySrc = git(['status', '--porcelain', '--', 'src', 'migrations']) !== '';
   return {
     cpu: cpus()[0]?.model ?? '?',
     cores: cpus().length,
@@ -149,7 +155,7 @@ export async function collectMachine(
       'pg (peer app)': packageVersion(PEER_DIR, 'pg'),
       autocannon: packageVersion(ROOT, 'autocannon'),
     },
-    commit: `${git(['rev-parse', '--short', 'HEAD'])}${dirtySrc ? ' + uncommitted changes in src/ (measured as on disk)' : ''}`,
+    commit,
   };
 }
 
@@ -486,7 +492,7 @@ function limitsSection(data: BenchData): string {
     `- **Replays vs the plain route.** A replay is one statement (${fmt(data.roundTrips.module.replay, 2)} counted) and no handler; it ran at ${x(ratio(mine('replay').rps, plain.rps))} the plain route with ${fmt(mine('replay').appCpuMs, 2)} ms app CPU per request against ${fmt(plain.appCpuMs, 2)} ms, plus ${mine('replay').dbCpuMs === undefined ? 'n/a' : `${fmt(mine('replay').dbCpuMs!, 2)} ms`} in Postgres. The pgbench replay ceiling (${fmt(data.ceiling.replay.tps)}/s) is ${x(ratio(data.ceiling.replay.tps, plain.rps))} the plain route, so the database is not what holds replays back; the extra round trip's CPU on the shared cores is.`,
   );
   lines.push(
-    `- **Against the peer on Postgres.** Same number of statements for a new key (${fmt(data.roundTrips.module.newKey, 2)} vs ${fmt(data.roundTrips.peerPostgres.newKey, 2)}), one fewer for a replay (${fmt(data.roundTrips.module.replay, 2)} vs ${fmt(data.roundTrips.peerPostgres.replay, 2)}) and for a duplicate in flight (${fmt(data.roundTrips.module.inFlight, 2)} vs ${fmt(data.roundTrips.peerPostgres.inFlight, 2)}). The peer's table is UNLOGGED (no WAL, lost on a crash) and stores the response as JSON text; the module's is logged. New keys: ${x(ratio(mine('new').rps, peerPg('new').rps))}, replays: ${x(ratio(mine('replay').rps, peerPg('replay').rps))}. App CPU per new key: ${fmt(mine('new').appCpuMs, 2)} ms vs the peer's ${fmt(peerPg('new').appCpuMs, 2)} ms; Postgres CPU: ${mine('new').dbCpuMs === undefined ? 'n/a' : fmt(mine('new').dbCpuMs!, 2)} ms vs ${peerPg('new').dbCpuMs === undefined ? 'n/a' : fmt(peerPg('new').dbCpuMs!, 2)} ms. ${(() => {
+    `- **Against the peer on Postgres.** Same number of statements for a new key (${fmt(data.roundTrips.module.newKey, 2)} vs ${fmt(data.roundTrips.peerPostgres.newKey, 2)}), one fewer for a replay (${fmt(data.roundTrips.module.replay, 2)} vs ${fmt(data.roundTrips.peerPostgres.replay, 2)}) and for a duplicate in flight (${fmt(data.roundTrips.module.inFlight, 2)} vs ${fmt(data.roundTrips.peerPostgres.inFlight, 2)}). The peer's table is UNLOGGED (no WAL, lost on a crash) and stores the response as JSON text; the module's is logged. New keys: ${x(ratio(mine('new').rps, peerPg('new').rps))}, replays: ${x(ratio(mine('replay').rps, peerPg('replay').rps))}. App CPU per new key: ${fmt(mine('new').appCpuMs, 2)} ms vs the peer's ${fmt(peerPg('new').appCpuMs, 2)} ms; Postgres CPU: ${mine('new').dbCpuMs === undefined ? 'n/a' : fmt(mine('new').dbCpuMs!, 2)} ms vs ${peerPg('new').dbCpuMs === undefined ? 'n/a' : fmt(peerPg('new').dbCpuMs!, 2)} ms.${(() => {
       const logged = pick(data, 'new', 'peerPostgresLogged');
       return logged
         ? ` On a logged table, like the module's, the peer did ${fmt(logged.rps)} new keys/s (module / peer ${x(ratio(mine('new').rps, logged.rps))}; its Postgres CPU ${logged.dbCpuMs === undefined ? 'n/a' : fmt(logged.dbCpuMs, 2)} ms per key).`
@@ -621,7 +627,7 @@ export function renderSvg(data: BenchData): string {
     );
     lx += 22 + label.length * 6.2;
   }
-  const width = Math.max(totalWidth, lx + 10);
+  const width = Math.round(Math.max(totalWidth, lx + 10));
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${legendY + 20}" viewBox="0 0 ${width} ${legendY + 20}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
 <text x="${left}" y="22" font-size="15" font-weight="bold">Throughput per scenario (requests/s, median of ${data.settings.runs} runs)</text>

@@ -36,6 +36,7 @@ import { BackendCpuProbe } from './cpu.js';
 import { summarizeProfile, type ProfileSummary } from './profile.js';
 import {
   collectMachine,
+  sourceState,
   renderReport,
   renderSvg,
   type BenchData,
@@ -150,6 +151,7 @@ async function profileModule(
 async function main(): Promise<void> {
   const started = Date.now();
   const loadBefore = loadavg();
+  const commit = sourceState();
   const database = await resolveDatabase();
   log(`database: ${database.source}`);
   const apps: AppProcess[] = [];
@@ -302,7 +304,7 @@ async function main(): Promise<void> {
         connections: CONNECTIONS,
         poolSize: POOL_SIZE,
       },
-      machine: await collectMachine(database.url, database.source, await pgbenchVersion()),
+      machine: await collectMachine(database.url, database.source, commit, await pgbenchVersion()),
       loadAverage: { before: loadBefore, after: loadavg() },
       scenarios: plan,
       results,

@@ -121,7 +121,6 @@ async function resetTables(url: string): Promise<void> {
   await client.connect();
   try {
     await client.query(`DROP TABLE IF EXISTS "${TABLE}"`);
-    await client.query(`DROP SEQUENCE IF EXISTS "${TABLE}_fencing_token_seq"`);
     await client.query(`DROP SCHEMA IF EXISTS "${PEER_SCHEMA}" CASCADE`);
     await client.query(`DROP SCHEMA IF EXISTS "${PEER_SCHEMA}_logged" CASCADE`);
   } finally {

@@ -5,12 +5,9 @@ import { idempotencyTableNames } from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down: string[] } {
-  const { table, sequence, expiryIndex } = idempotencyTableNames(tableName);
+  const { table, expiryIndex } = idempotencyTableNames(tableName);
   return {
     up: [
-      // Fencing tokens come from a sequence, so a token is never reused even after a
-      // record is released and the key claimed again.
-      `CREATE SEQUENCE IF NOT EXISTS ${sequence}`,
       `CREATE TABLE IF NOT EXISTS ${table} (
         scope            text        NOT NULL,
         idempotency_key  text        NOT NULL,
@@ -28,7 +25,7 @@ export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down:
       )`,
       `CREATE INDEX IF NOT EXISTS ${expiryIndex} ON ${table} (expires_at)`,
     ],
-    down: [`DROP TABLE IF EXISTS ${table}`, `DROP SEQUENCE IF EXISTS ${sequence}`],
+    down: [`DROP TABLE IF EXISTS ${table}`],
   };
 }
 

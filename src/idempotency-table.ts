@@ -1,4 +1,4 @@
-// Names of the record table and its fencing-token sequence, validated and quoted once.
+// Names of the record table and its index, validated and quoted once.
 import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -6,8 +6,6 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 export interface IdempotencyTableNames {
   /** Quoted, possibly schema-qualified table name. */
   table: string;
-  /** Quoted name of the sequence that issues fencing tokens. */
-  sequence: string;
   /** Quoted name of the index on expires_at. */
   expiryIndex: string;
   /** Unquoted table name, for messages and statement names. */
@@ -26,7 +24,6 @@ export function idempotencyTableNames(name: string = DEFAULT_TABLE_NAME): Idempo
   const schema = parts.length === 2 ? `${quote(parts[0])}.` : '';
   return {
     table: schema + quote(table),
-    sequence: schema + quote(`${table}_fencing_token_seq`),
     expiryIndex: quote(`${table}_expires_at_idx`),
     raw: name,
   };

@@ -1,7 +1,7 @@
 // The Postgres implementation of IdempotencyStore. Every method is one SQL statement, so a
 // new key costs two round trips (claim, complete) and a replay or a 423 costs one. No row
 // lock or transaction is held while the handler runs: the lease column does that job.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { idempotencyTableNames } from './idempotency-table.js';
 import {
@@ -69,7 +69,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
       const { rows } = await this.executor.query({
         ...this.sql.claim,
-        values: [scope, key, fingerprint, leaseMs, retentionMs],
+        values: [scope, key, fingerprint, leaseMs, retentionMs, newFencingToken()],
       });
       const row = rows[0] as ClaimRow | undefined;
       if (!row || (row.outcome === 'existing' && row.claimable)) continue; // raced: look again
@@ -142,6 +142,15 @@ export function dataSourceExecutor(dataSource: DataSource): SqlExecutor {
   };
 }
 
+/**
+ * A fresh random 63-bit token per claim. Tokens are only compared for equality, so random
+ * serves as well as a sequence, and a replay stays a read-only statement: a sequence's
+ * nextval() would write WAL on every claim attempt, replays and 423s included.
+ */
+function newFencingToken(): string {
+  return (randomBytes(8).readBigUInt64BE() >> 1n).toString();
+}
+
 const statementCache = new Map<string | undefined, ReturnType<typeof buildStatements>>();
 
 function statementsFor(tableName?: string): ReturnType<typeof buildStatements> {
@@ -154,7 +163,7 @@ function statementsFor(tableName?: string): ReturnType<typeof buildStatements> {
 }
 
 function buildStatements(tableName?: string) {
-  const { table, sequence, raw } = idempotencyTableNames(tableName);
+  const { table, raw } = idempotencyTableNames(tableName);
   // Prepared statement names must be unique per text on a connection.
   const prefix = `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
   const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
@@ -172,14 +181,14 @@ function buildStatements(tableName?: string) {
         WITH inserted AS (
           INSERT INTO ${table} AS r
             (scope, idempotency_key, fingerprint, state, fencing_token, locked_until, expires_at)
-          VALUES ($1, $2, $3, 'in_progress', nextval('${sequence.replaceAll("'", "''")}'),
+          VALUES ($1, $2, $3, 'in_progress', $6::bigint,
                   now() + ${ms('$4')}, now() + ${ms('$5')})
           ON CONFLICT (scope, idempotency_key) DO NOTHING
           RETURNING fencing_token
         ), taken AS (
           UPDATE ${table} AS r
              SET fingerprint = $3, state = 'in_progress',
-                 fencing_token = nextval('${sequence.replaceAll("'", "''")}'),
+                 fencing_token = $6::bigint,
                  locked_until = now() + ${ms('$4')}, expires_at = now() + ${ms('$5')},
                  created_at = now(), completed_at = NULL,
                  response_status = NULL, response_headers = NULL, response_body = NULL

@@ -51,7 +51,7 @@ async function seed(table: string): Promise<void> {
                                locked_until, expires_at, response_status, response_headers,
                                response_body, completed_at)
        SELECT 'scope-' || (g % 7), $1 || '-' || g, sha256(g::text::bytea), $2,
-              nextval('"${table}_fencing_token_seq"'), ${lockedUntil}, ${expires},
+              (random() * 1e15)::bigint, ${lockedUntil}, ${expires},
               ${completed ? `201, '{"content-type":"application/json"}'::jsonb, '{"ok":true}'::bytea, now() - interval '2 days'` : 'NULL, NULL, NULL, NULL'}
          FROM generate_series(1, $3::int) AS g`,
       [kind, state, MIX[kind as Kind]],

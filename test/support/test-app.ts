@@ -261,9 +261,7 @@ export async function dropTable(tableName: string): Promise<void> {
   const client = new pg.Client(process.env.DATABASE_URL);
   await client.connect();
   try {
-    await client.query(
-      `DROP TABLE IF EXISTS "${tableName}"; DROP SEQUENCE IF EXISTS "${tableName}_fencing_token_seq"`,
-    );
+    await client.query(`DROP TABLE IF EXISTS "${tableName}"`);
   } finally {
     await client.end();
   }

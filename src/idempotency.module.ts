@@ -21,6 +21,7 @@ import {
 } from './idempotency.providers.js';
 import { IdempotencyPurger } from './idempotency.purge.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
+import { IdempotencySettler } from './idempotency.settler.js';
 import { IdempotencyTransaction } from './idempotency.transaction.js';
 import { IdempotencyStore } from './idempotency-store.js';
 
@@ -31,6 +32,7 @@ import { IdempotencyStore } from './idempotency-store.js';
     IdempotencyExceptionFilter,
     IdempotencyPurger,
     IdempotencySettlements,
+    IdempotencySettler,
     IdempotencyTransaction,
   ],
   exports: [
@@ -38,6 +40,7 @@ import { IdempotencyStore } from './idempotency-store.js';
     IdempotencyStore,
     IdempotencyPurger,
     IdempotencySettlements,
+    IdempotencySettler,
     IdempotencyInterceptor,
     IdempotencyExceptionFilter,
     IDEMPOTENCY_MODULE_OPTIONS,

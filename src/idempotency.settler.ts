@@ -1,0 +1,149 @@
+// Settles a claimed record once its response is written: stores a 2xx, releases the key
+// otherwise, and (transactional routes) commits the handler's writes with the response or
+// rolls both back. Returns a replacement when what is being sent must not reach the client.
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import {
+  IdempotencyLeaseLostException,
+  IdempotencyStoreUnavailableException,
+  IdempotencyUnsupportedResponseException,
+  type IdempotencyException,
+} from './idempotency.exceptions.js';
+import type { ResolvedOptions } from './idempotency.options.js';
+import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
+import type { CapturedResponse, ReplacementResponse } from './idempotency-response.js';
+import { IdempotencySettlements } from './idempotency.settlements.js';
+import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
+import { OpenTransaction } from './idempotency.transaction.js';
+import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
+
+@Injectable()
+export class IdempotencySettler {
+  protected readonly logger = new Logger('Idempotency');
+
+  constructor(
+    protected readonly store: IdempotencyStore,
+    private readonly settlements: IdempotencySettlements,
+    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+  ) {}
+
+  /** Stores a 2xx response or releases the key; shutdown waits for it. */
+  settle(
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    return this.settlements.track(this.storeOrRelease(record, captured, options));
+  }
+
+  /** Commits the handler's writes with the stored response, or rolls both back. */
+  settleTransaction(
+    transaction: OpenTransaction,
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    return this.settlements.track(this.commit(transaction, record, captured, options));
+  }
+
+  /** Opens the transaction a `transactional` route runs in; releases the key if it cannot. */
+  async begin(record: ClaimedRecord, options: ResolvedOptions): Promise<OpenTransaction> {
+    if (!(this.store instanceof PostgresIdempotencyStore)) {
+      await this.store.release(record).catch(() => undefined);
+      throw new IdempotencyUnsupportedResponseException(
+        'transactional: true needs the Postgres store, which shares a transaction with the handler.',
+      );
+    }
+    try {
+      return await OpenTransaction.begin(this.connection);
+    } catch (error) {
+      this.logger.error(`Could not open a transaction for key "${record.key}": ${describe(error)}`);
+      await this.store.release(record).catch(() => undefined);
+      throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
+    }
+  }
+
+  private async storeOrRelease(
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    const succeeded = isSuccess(captured);
+    try {
+      if (!succeeded) {
+        if (!(await this.store.release(record))) this.warnLeaseLost(record, 'release');
+        return undefined;
+      }
+      if (await this.store.complete(record, captured, options.retentionMs)) return undefined;
+    } catch (error) {
+      // The handler ran but its result could not be stored. The record stays claimed until
+      // its lease passes, so no duplicate runs meanwhile; the client gets the real result.
+      this.logger.error(
+        `Could not ${succeeded ? 'store the response for' : 'release'} key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
+      );
+      return undefined;
+    }
+    this.warnLeaseLost(record, 'complete');
+    return problemResponse(new IdempotencyLeaseLostException(options.retryAfterSeconds));
+  }
+
+  private async commit(
+    transaction: OpenTransaction,
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): Promise<ReplacementResponse | undefined> {
+    const succeeded = isSuccess(captured);
+    let stored = false;
+    try {
+      if (succeeded) {
+        stored = await (this.store as PostgresIdempotencyStore)
+          .withExecutor(transaction.executor)
+          .complete(record, captured, options.retentionMs);
+      }
+      if (stored) {
+        await transaction.commit();
+        return undefined;
+      }
+      await transaction.rollback();
+    } catch (error) {
+      this.logger.error(
+        `Could not commit key "${record.key}" (scope "${record.scope}"); its writes were rolled back: ${describe(error)}`,
+      );
+      await transaction.rollback().catch(() => undefined);
+      // If COMMIT itself failed midway, the record may be completed after all: release only
+      // deletes a record that is still in progress, so it cannot undo a commit.
+      await this.store.release(record).catch(() => undefined);
+      return problemResponse(new IdempotencyStoreUnavailableException(options.retryAfterSeconds));
+    }
+    if (!succeeded) {
+      await this.store.release(record).catch((error: unknown) => {
+        this.logger.error(`Could not release key "${record.key}": ${describe(error)}`);
+      });
+      return undefined;
+    }
+    this.warnLeaseLost(record, 'commit');
+    return problemResponse(new IdempotencyLeaseLostException(options.retryAfterSeconds));
+  }
+
+  private warnLeaseLost(record: ClaimedRecord, action: string): void {
+    this.logger.warn(
+      `Lease lost for key "${record.key}" (scope "${record.scope}"): another request took it over before this one could ${action}; its result was discarded. Raise leaseMs above the slowest handler run.`,
+    );
+  }
+}
+
+function isSuccess(response: CapturedResponse): boolean {
+  return response.status >= 200 && response.status < 300;
+}
+
+function problemResponse(problem: IdempotencyException): ReplacementResponse {
+  return {
+    status: problem.getStatus(),
+    headers: { ...problem.headers, 'content-type': 'application/problem+json' },
+    body: JSON.stringify(problem.getProblem()),
+  };
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

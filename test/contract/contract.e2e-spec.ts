@@ -8,7 +8,8 @@ import {
   waitForRecord,
   type TestApp,
 } from '../support/test-app.js';
-import { parallel, send, type TestResponse } from '../support/http.js';
+import { parallel, send } from '../support/http.js';
+import { expectProblem } from '../support/problem.js';
 
 const BOOKINGS = '/x/partners/p1/bookings';
 const key = () => randomUUID();
@@ -16,17 +17,6 @@ const withKey = (value: string, more: Array<[string, string]> = []): Array<[stri
   ['x-idempotency-key', value],
   ...more,
 ];
-
-function expectProblem(response: TestResponse, status: number, code: string): void {
-  expect(response.status).toBe(status);
-  expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
-  expect(response.json).toMatchObject({
-    status,
-    code,
-    title: expect.any(String),
-    detail: expect.any(String),
-  });
-}
 
 describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
   let t: TestApp;

@@ -1,4 +1,4 @@
-// Assertions shared by the resilience tests.
+// Assertions shared by the end-to-end tests.
 import type { TestResponse } from './http.js';
 
 /** An RFC 9457 problem with the given status and code; returns its Retry-After, if any. */
@@ -9,7 +9,13 @@ export function expectProblem(
 ): number | undefined {
   expect({ status: response.status, body: response.text }).toMatchObject({ status });
   expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
-  expect(response.json).toMatchObject({ status, code });
+  expect(response.json).toMatchObject({
+    status,
+    code,
+    type: expect.any(String),
+    title: expect.any(String),
+    detail: expect.any(String),
+  });
   const retryAfter = response.headers['retry-after'];
   return retryAfter === undefined ? undefined : Number(retryAfter);
 }

@@ -10,7 +10,7 @@ import {
   type NestInterceptor,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { from, map, mergeMap, type Observable } from 'rxjs';
+import { from, map, mergeMap, tap, type Observable } from 'rxjs';
 import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
 import {
   IdempotencyKeyMissingException,
@@ -30,7 +30,7 @@ import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
 import { holdResponse } from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { assertStorableRoute } from './idempotency-route.js';
-import { IdempotencySettler } from './idempotency.settler.js';
+import { HandlerOutcome, IdempotencySettler } from './idempotency.settler.js';
 import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 
 /** Set on a request once tracked, so @Idempotent() on both class and method runs once. */
@@ -92,10 +92,17 @@ export class IdempotencyInterceptor implements NestInterceptor {
     options: ResolvedOptions,
     next: CallHandler,
   ): Observable<unknown> {
-    holdResponse(response.raw ?? response, (captured) =>
-      this.settler.settle(record, captured, options),
+    const raw = response.raw ?? response;
+    const handler = new HandlerOutcome();
+    holdResponse(raw, (captured) => this.settler.settle(record, captured, options, handler));
+    // Watched here, inside every outer interceptor: an error response that the handler did
+    // not produce (a timeout interceptor, a failing serializer) must not free the key.
+    return next.handle().pipe(
+      tap({
+        complete: () => handler.answered(raw.statusCode),
+        error: () => handler.failed(),
+      }),
     );
-    return next.handle();
   }
 
   /** Runs the handler inside a transaction that commits only with the stored response. */

@@ -16,6 +16,31 @@ import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 import { OpenTransaction } from './idempotency.transaction.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
+/** What the route handler itself did, as opposed to what was finally written. */
+export class HandlerOutcome {
+  private state: 'running' | 'failed' | 'answered' = 'running';
+  private status?: number;
+
+  answered(status: number): void {
+    this.state = 'answered';
+    this.status = status;
+  }
+
+  failed(): void {
+    this.state = 'failed';
+  }
+
+  /**
+   * Whether an error response may free the key: only when the handler itself threw or
+   * answered with an error status. If it succeeded (or is still running) and something after
+   * it failed, its side effects may have happened, so the key stays held until its lease
+   * passes rather than letting a retry run them again.
+   */
+  get releasable(): boolean {
+    return this.state === 'failed' || (this.state === 'answered' && !isSuccessStatus(this.status!));
+  }
+}
+
 @Injectable()
 export class IdempotencySettler {
   protected readonly logger = new Logger('Idempotency');
@@ -31,8 +56,9 @@ export class IdempotencySettler {
     record: ClaimedRecord,
     captured: CapturedResponse,
     options: ResolvedOptions,
+    handler: HandlerOutcome,
   ): Promise<ReplacementResponse | undefined> {
-    return this.settlements.track(this.storeOrRelease(record, captured, options));
+    return this.settlements.track(this.storeOrRelease(record, captured, options, handler));
   }
 
   /** Commits the handler's writes with the stored response, or rolls both back. */
@@ -66,8 +92,15 @@ export class IdempotencySettler {
     record: ClaimedRecord,
     captured: CapturedResponse,
     options: ResolvedOptions,
+    handler: HandlerOutcome,
   ): Promise<ReplacementResponse | undefined> {
-    const succeeded = isSuccess(captured);
+    const succeeded = isSuccessStatus(captured.status);
+    if (!succeeded && !handler.releasable) {
+      this.logger.warn(
+        `Key "${record.key}" (scope "${record.scope}") answered ${captured.status} although its handler did not fail (or had not finished): the key stays held until its lease passes, so the handler does not run again meanwhile.`,
+      );
+      return undefined;
+    }
     try {
       if (!succeeded) {
         if (!(await this.store.release(record))) this.warnLeaseLost(record, 'release');
@@ -92,7 +125,7 @@ export class IdempotencySettler {
     captured: CapturedResponse,
     options: ResolvedOptions,
   ): Promise<ReplacementResponse | undefined> {
-    const succeeded = isSuccess(captured);
+    const succeeded = isSuccessStatus(captured.status);
     let stored = false;
     try {
       if (succeeded) {
@@ -132,8 +165,8 @@ export class IdempotencySettler {
   }
 }
 
-function isSuccess(response: CapturedResponse): boolean {
-  return response.status >= 200 && response.status < 300;
+function isSuccessStatus(status: number): boolean {
+  return status >= 200 && status < 300;
 }
 
 function problemResponse(problem: IdempotencyException): ReplacementResponse {

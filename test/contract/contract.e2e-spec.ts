@@ -273,6 +273,30 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
     });
   });
 
+  describe('an error response the handler did not produce', () => {
+    it('holds the key when a timeout interceptor answers 408 while the handler runs', async () => {
+      const k = key();
+      expect((await post('/guarded/slow', withKey(k))).status).toBe(408);
+      expectProblem(await post('/guarded/slow', withKey(k)), 423, 'idempotency_request_in_flight');
+      await sleep(700); // the handler has finished by now; its result was never sent
+      expectProblem(await post('/guarded/slow', withKey(k)), 423, 'idempotency_request_in_flight');
+      expect(t.runs.count('guarded-slow')).toBe(1);
+    });
+
+    it('holds the key when an outer interceptor fails after the handler succeeded', async () => {
+      const k = key();
+      const failed = await post('/guarded/unserializable', withKey(k));
+      expect(failed.status).toBe(500);
+      expect(failed.headers['idempotent-replayed']).toBeUndefined();
+      expectProblem(
+        await post('/guarded/unserializable', withKey(k)),
+        423,
+        'idempotency_request_in_flight',
+      );
+      expect(t.runs.count('guarded-unserializable')).toBe(1);
+    });
+  });
+
   describe('scopes', () => {
     it('never shows one principal the response stored for another', async () => {
       const k = key();
@@ -351,9 +375,11 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
   });
 
   describe('responses that cannot be stored', () => {
-    it('refuses a StreamableFile with a configuration error and releases the key', async () => {
-      const res = await post('/stream', withKey(key()));
+    it('refuses a StreamableFile with a configuration error and holds the key (the handler ran)', async () => {
+      const k = key();
+      const res = await post('/stream', withKey(k));
       expectProblem(res, 500, 'idempotency_unsupported_response');
+      expectProblem(await post('/stream', withKey(k)), 423, 'idempotency_request_in_flight');
       expect(t.runs.count('stream')).toBe(1);
     });
 

@@ -20,8 +20,13 @@ import {
   Patch,
   Res,
   StreamableFile,
+  RequestTimeoutException,
+  UseInterceptors,
+  type CallHandler,
+  type NestInterceptor,
 } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import { catchError, map, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
@@ -183,6 +188,54 @@ class BookingsController {
   }
 }
 
+/** Nest's documented timeout pattern: answers 408 while the handler may still be running. */
+@Injectable()
+class TimeoutInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      timeout(200),
+      catchError((error: unknown) =>
+        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
+      ),
+    );
+  }
+}
+
+/** A serializer-style interceptor that fails after the handler succeeded. */
+@Injectable()
+class FailingSerializerInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      map((value: any) => {
+        if (value?.unserializable) throw new Error('serializer failed');
+        return value;
+      }),
+    );
+  }
+}
+
+/** Outer interceptors that turn a handler's success into an error response. */
+@Controller('guarded')
+@UseInterceptors(TimeoutInterceptor, FailingSerializerInterceptor)
+class GuardedController {
+  constructor(private readonly runs: RunCounter) {}
+
+  @Post('slow')
+  @Idempotent()
+  async slow() {
+    this.runs.hit('guarded-slow');
+    await sleep(600);
+    return { done: true };
+  }
+
+  @Post('unserializable')
+  @Idempotent()
+  unserializable() {
+    this.runs.hit('guarded-unserializable');
+    return { unserializable: true };
+  }
+}
+
 /** @Idempotent() on a class covers its unsafe routes and skips safe ones. */
 @Controller('orders')
 @Idempotent()
@@ -235,7 +288,7 @@ export async function createTestApp(
         tableName,
       }),
     ],
-    controllers: [BookingsController, OrdersController],
+    controllers: [BookingsController, OrdersController, GuardedController],
     providers: [RunCounter],
   }).compile();
   const app =

@@ -3,6 +3,7 @@
 // global filters do not reformat them.
 import { Catch, StreamableFile, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
+import { isUtf8 } from 'node:buffer';
 import { ORIGINAL_STATUS_HEADER, REPLAYED_HEADER } from './idempotency.constants.js';
 import { IdempotencyException } from './idempotency.exceptions.js';
 import { IdempotentReplay } from './idempotency.replay.js';
@@ -22,7 +23,7 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
       adapter.setHeader(response, REPLAYED_HEADER, 'true');
       adapter.setHeader(response, ORIGINAL_STATUS_HEADER, String(status));
       const replayStatus = exception.replayStatus === 'original' ? status : exception.replayStatus;
-      adapter.reply(response, toSendable(body, headers['content-type']), replayStatus);
+      adapter.reply(response, toSendable(body, headers), replayStatus);
       return;
     }
     for (const [name, value] of Object.entries(exception.headers)) {
@@ -33,12 +34,21 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
   }
 }
 
-/** Text goes out as a string (both adapters send it untouched); anything else as bytes. */
+/**
+ * UTF-8 text goes out as a string (both adapters send it untouched); anything else (binary,
+ * another charset, an encoded body) as the stored bytes, which neither adapter re-encodes.
+ */
 function toSendable(
   body: Buffer,
-  contentType: string | undefined,
+  headers: Record<string, string>,
 ): string | StreamableFile | undefined {
   if (body.length === 0) return undefined;
-  if (contentType && TEXTUAL.test(contentType)) return body.toString('utf8');
-  return new StreamableFile(body, { length: body.length });
+  const contentType = headers['content-type'];
+  const text =
+    !headers['content-encoding'] &&
+    contentType !== undefined &&
+    TEXTUAL.test(contentType) &&
+    (!/charset=/i.test(contentType) || /charset="?utf-8/i.test(contentType)) &&
+    isUtf8(body);
+  return text ? body.toString('utf8') : new StreamableFile(body, { length: body.length });
 }

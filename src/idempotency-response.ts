@@ -4,8 +4,12 @@
 import type { ServerResponse } from 'node:http';
 import type { StoredResponse } from './idempotency-store.js';
 
-/** Headers worth replaying; everything else (Date, ETag, Content-Length...) is per-response. */
-const STORED_HEADERS = ['content-type', 'location'];
+/**
+ * Headers worth replaying; everything else (Date, ETag, Content-Length...) is per-response.
+ * Content-Encoding comes along because the body is stored as sent: compressed, if a
+ * compression hook ran before the bytes reached the socket.
+ */
+const STORED_HEADERS = ['content-type', 'location', 'content-encoding', 'vary'];
 
 export type CapturedResponse = StoredResponse;
 

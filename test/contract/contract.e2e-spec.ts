@@ -1,6 +1,7 @@
 // CONTRACT.md, row by row, under Express and Fastify: status, body, headers and how many
 // times the handler ran, against a real Postgres.
 import { randomUUID } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import {
   ADAPTERS,
   createTestApp,
@@ -17,6 +18,30 @@ const withKey = (value: string, more: Array<[string, string]> = []): Array<[stri
   ['x-idempotency-key', value],
   ...more,
 ];
+
+describe.each(ADAPTERS)('compressed responses under %s', (adapter) => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await createTestApp(adapter, {}, { compress: true });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('replays the bytes that were sent, with their Content-Encoding, never encoded twice', async () => {
+    const k = key();
+    const headers = withKey(k, [['accept-encoding', 'gzip']]);
+    const first = await send(t.url, BOOKINGS, { headers, body: { product: 'zip' } });
+    const again = await send(t.url, BOOKINGS, { headers, body: { product: 'zip' } });
+    expect(first.status).toBe(201);
+    expect(first.headers['content-encoding']).toBe('gzip');
+    expect(JSON.parse(gunzipSync(first.body).toString())).toMatchObject({ product: 'zip' });
+    expect(again.status).toBe(409);
+    expect(again.headers['content-encoding']).toBe('gzip');
+    expect(again.body.equals(first.body)).toBe(true);
+    expect(t.runs.count('book')).toBe(1);
+  });
+});
 
 describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
   let t: TestApp;

@@ -27,7 +27,9 @@ import {
 } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { catchError, map, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
+import fastifyCompress from '@fastify/compress';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import compression from 'compression';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../../src/index.js';
@@ -274,9 +276,15 @@ export function uniqueTableName(prefix = 'idem'): string {
   return `${prefix}_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
 }
 
+export interface TestAppSetup {
+  /** Compress every response (express `compression`, `@fastify/compress`). */
+  compress?: boolean;
+}
+
 export async function createTestApp(
   adapter: AdapterName,
   options: Partial<IdempotencyModuleOptions> = {},
+  setup: TestAppSetup = {},
 ): Promise<TestApp> {
   const tableName = options.tableName ?? uniqueTableName();
   const moduleRef = await Test.createTestingModule({
@@ -296,6 +304,11 @@ export async function createTestApp(
       ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
       : moduleRef.createNestApplication({ logger: false });
   app.enableShutdownHooks();
+  if (setup.compress && adapter === 'fastify') {
+    await (app as NestFastifyApplication).register(fastifyCompress, { threshold: 0 });
+  } else if (setup.compress) {
+    app.use(compression({ threshold: 0 }));
+  }
   await app.listen(0, '127.0.0.1');
   const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
   return {

@@ -39,7 +39,7 @@ const TRACKED = Symbol('idempotency.tracked');
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor {
   protected readonly logger = new Logger('Idempotency');
-  private readonly resolved = new WeakMap<IdempotentRouteOptions, ResolvedOptions>();
+  private readonly resolved = new WeakMap<object, ResolvedOptions | undefined>();
 
   constructor(
     protected readonly reflector: Reflector,
@@ -52,13 +52,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     if (context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest();
     if (SAFE_METHODS.has(request.method) || request[TRACKED]) return next.handle();
-    const route = this.reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
-      IDEMPOTENT_ROUTE_OPTIONS,
-      [context.getHandler(), context.getClass()],
-    );
-    if (!route) return next.handle();
+    const options = this.optionsFor(context);
+    if (!options) return next.handle();
     request[TRACKED] = true;
-    const options = this.optionsFor(route);
 
     const key = readIdempotencyKey(request, options.headerName);
     if (key === undefined) {
@@ -166,12 +162,18 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
   }
 
-  private optionsFor(route: IdempotentRouteOptions): ResolvedOptions {
-    let options = this.resolved.get(route);
-    if (!options) {
-      options = resolveOptions(this.moduleOptions, route);
-      this.resolved.set(route, options);
-    }
+  /** The route's options: module, then controller, then method, merged once per route. */
+  private optionsFor(context: ExecutionContext): ResolvedOptions | undefined {
+    const handler = context.getHandler();
+    if (this.resolved.has(handler)) return this.resolved.get(handler);
+    const [onMethod, onClass] = [handler, context.getClass()].map((target) =>
+      this.reflector.get<IdempotentRouteOptions | undefined>(IDEMPOTENT_ROUTE_OPTIONS, target),
+    );
+    const options =
+      onMethod || onClass
+        ? resolveOptions(this.moduleOptions, { ...onClass, ...onMethod })
+        : undefined;
+    this.resolved.set(handler, options);
     return options;
   }
 }

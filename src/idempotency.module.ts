@@ -23,6 +23,7 @@ import { IdempotencyPurger } from './idempotency.purge.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
 import { IdempotencySettler } from './idempotency.settler.js';
 import { IdempotencyTransaction } from './idempotency.transaction.js';
+import { assertValidOptions } from './idempotency.options.js';
 import { IdempotencyStore } from './idempotency-store.js';
 
 @Module({
@@ -62,6 +63,8 @@ export class IdempotencyModule
   }
 
   async onModuleInit(): Promise<void> {
+    assertValidOptions(this.options);
+    this.warnAboutPoolTimeout();
     if (!this.options.runMigrations) return;
     // Several instances may start together: an advisory lock makes the DDL run one at a time.
     await this.connection.dataSource.transaction(async (manager) => {
@@ -71,6 +74,19 @@ export class IdempotencyModule
       }
     });
     this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);
+  }
+
+  /**
+   * Without an acquire timeout, a request waits for a pool connection forever while Postgres
+   * is unreachable or the pool is exhausted, instead of failing closed with a 503.
+   */
+  private warnAboutPoolTimeout(): void {
+    const options = this.connection.dataSource.options as { connectTimeoutMS?: number };
+    if (!this.connection.owned && !options.connectTimeoutMS) {
+      this.logger.warn(
+        'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable or its pool is exhausted, keyed requests will wait instead of answering 503. Set connectTimeoutMS (for example 5000) on the DataSource.',
+      );
+    }
   }
 
   /** Lets in-flight results finish storing, then closes a DataSource the module opened. */

@@ -45,8 +45,20 @@ export function resolveOptions(
     scope: pick('scope') ?? defaultScope,
     transactional: pick('transactional') ?? false,
   };
-  for (const name of ['retentionMs', 'leaseMs', 'retryAfterSeconds'] as const) {
-    if (!(resolved[name] > 0)) throw new Error(`Idempotency option ${name} must be positive.`);
-  }
+  assertValidOptions(resolved);
   return resolved;
+}
+
+/** Throws at start-up (or where @Idempotent() is applied) rather than on the first request. */
+export function assertValidOptions(options: IdempotentRouteOptions): void {
+  for (const name of ['retentionMs', 'leaseMs', 'retryAfterSeconds'] as const) {
+    const value = options[name];
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
+      throw new Error(`Idempotency option ${name} must be a positive number, got ${value}.`);
+    }
+  }
+  const status = options.replayStatus;
+  if (status !== undefined && status !== 409 && status !== 'original') {
+    throw new Error(`Idempotency option replayStatus must be 409 or 'original', got ${status}.`);
+  }
 }

@@ -4,6 +4,7 @@ import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
 import { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
 import { IdempotencyInterceptor } from './idempotency.interceptor.js';
 import type { IdempotentRouteOptions } from './idempotency-options.interface.js';
+import { assertValidOptions } from './idempotency.options.js';
 
 /**
  * Makes a route safe to retry with an idempotency key. Options override the module's.
@@ -13,6 +14,7 @@ import type { IdempotentRouteOptions } from './idempotency-options.interface.js'
  * book(@Body() body: BookingDto) {}
  */
 export function Idempotent(options: IdempotentRouteOptions = {}): ClassDecorator & MethodDecorator {
+  assertValidOptions(options);
   return applyDecorators(
     SetMetadata(IDEMPOTENT_ROUTE_OPTIONS, options),
     UseInterceptors(IdempotencyInterceptor),

@@ -1,10 +1,6 @@
 // The public API, exported by name.
 export { IdempotencyModule } from './idempotency.module.js';
-export {
-  IDEMPOTENCY_MODULE_OPTIONS,
-  IDEMPOTENCY_OPTIONS_TYPE,
-  IDEMPOTENCY_ASYNC_OPTIONS_TYPE,
-} from './idempotency.module-definition.js';
+export { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 export { Idempotent } from './idempotent.decorator.js';
 export { IdempotencyTransaction } from './idempotency.transaction.js';
 export { IdempotencyInterceptor } from './idempotency.interceptor.js';

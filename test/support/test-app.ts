@@ -240,7 +240,7 @@ class GuardedController {
 
 /** @Idempotent() on a class covers its unsafe routes and skips safe ones. */
 @Controller('orders')
-@Idempotent()
+@Idempotent({ replayStatus: 'original' })
 class OrdersController {
   constructor(private readonly runs: RunCounter) {}
 

@@ -1,0 +1,16 @@
+import { Idempotent } from './idempotent.decorator.js';
+
+describe('@Idempotent()', () => {
+  it.each([
+    [{ leaseMs: 0 }],
+    [{ retentionMs: -1 }],
+    [{ retryAfterSeconds: Number.NaN }],
+    [{ replayStatus: 200 as unknown as 409 }],
+  ])('rejects invalid options where it is applied: %o', (options) => {
+    expect(() => Idempotent(options)).toThrow(/Idempotency option/);
+  });
+
+  it('accepts valid options', () => {
+    expect(() => Idempotent({ leaseMs: 1_000, replayStatus: 'original' })).not.toThrow();
+  });
+});

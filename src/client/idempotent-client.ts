@@ -20,7 +20,7 @@ export interface IdempotentResponse {
   status: number;
   /**
    * True when the server replayed a stored response instead of running the operation again
-   * (a 409, or any response with `Idempotent-Replayed: true`). Worth a warning in your logs:
+   * (any response with `Idempotent-Replayed: true`, usually a 409). Worth a warning in your logs:
    * something sent the same operation twice.
    */
   replayed: boolean;
@@ -49,7 +49,7 @@ export class IdempotentClient {
 
   /**
    * POSTs `body` (JSON unless it is a string or bytes) with an idempotency key, retrying
-   * through 423/429/502/503/504 and network errors. Resolves on 2xx or 409; throws
+   * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws
    * IdempotentRequestError on any other status or when the tries run out.
    */
   post(
@@ -99,7 +99,7 @@ export class IdempotentClient {
 
       const status = response?.status;
       const text = response ? await readBody(response) : undefined;
-      if (response && status !== undefined && (isSuccess(status) || status === 409)) {
+      if (response && status !== undefined && (isSuccess(status) || isReplay(response))) {
         return toResult(response, text ?? '', key, attempt);
       }
       const retryable = status === undefined || retryStatuses.includes(status);
@@ -128,14 +128,22 @@ function isSuccess(status: number): boolean {
   return status >= 200 && status < 300;
 }
 
+/**
+ * A 409 is a replayed success only when the server says so: the application's own 409
+ * errors (a handler's ConflictException) pass through the module unchanged and must not be
+ * mistaken for a success.
+ */
+function isReplay(response: Response): boolean {
+  return response.status === 409 && response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
+}
+
 function toResult(
   response: Response,
   body: string,
   key: string,
   attempts: number,
 ): IdempotentResponse {
-  const replayed =
-    response.status === 409 || response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
+  const replayed = response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
   const original = Number(response.headers.get(ORIGINAL_STATUS_HEADER));
   return {
     status: response.status,

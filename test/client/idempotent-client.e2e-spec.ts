@@ -160,6 +160,18 @@ describe('IdempotentClient', () => {
     expect(received).toHaveLength(2);
   });
 
+  it("does not mistake the application's own 409 (no Idempotent-Replayed) for a replay", async () => {
+    const { url, received, server } = await scriptedServer([problem(409, 'seat_already_taken')]);
+    servers.push(server);
+    const client = new IdempotentClient({ baseUrl: url, retries: 3, backoffFactorMs: 2 });
+    await expect(client.post('/book', {})).rejects.toMatchObject({
+      status: 409,
+      attempts: 1,
+      exhausted: false,
+    });
+    expect(received).toHaveLength(1);
+  });
+
   it('does not retry a final status such as 422', async () => {
     const { url, received, server } = await scriptedServer([
       problem(422, 'idempotency_key_reused'),

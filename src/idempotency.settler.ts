@@ -16,6 +16,9 @@ import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 import { OpenTransaction } from './idempotency.transaction.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
+const COMPLETE_RETRY_FIRST_MS = 250;
+const COMPLETE_RETRY_MAX_MS = 5_000;
+
 /** What the route handler itself did, as opposed to what was finally written. */
 export class HandlerOutcome {
   private state: 'running' | 'failed' | 'answered' = 'running';
@@ -108,11 +111,13 @@ export class IdempotencySettler {
       }
       if (await this.store.complete(record, captured, options.retentionMs)) return undefined;
     } catch (error) {
-      // The handler ran but its result could not be stored. The record stays claimed until
-      // its lease passes, so no duplicate runs meanwhile; the client gets the real result.
+      // The handler ran but its result could not be stored. The record stays claimed, so no
+      // duplicate runs meanwhile; the client gets the real result, and storing it is retried
+      // in the background until the lease runs out.
       this.logger.error(
         `Could not ${succeeded ? 'store the response for' : 'release'} key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
       );
+      if (succeeded) this.retryComplete(record, captured, options);
       return undefined;
     }
     this.warnLeaseLost(record, 'complete');
@@ -156,6 +161,37 @@ export class IdempotencySettler {
     }
     this.warnLeaseLost(record, 'commit');
     return problemResponse(new IdempotencyLeaseLostException(options.retryAfterSeconds));
+  }
+
+  /**
+   * Keeps trying to store a response whose first write failed (a database blip), with
+   * backoff, until shortly before the lease would let another request run the handler again.
+   * Timers are unref'd: a process that is shutting down does not wait for them.
+   */
+  private retryComplete(
+    record: ClaimedRecord,
+    captured: CapturedResponse,
+    options: ResolvedOptions,
+  ): void {
+    const deadline = Date.now() + options.leaseMs - COMPLETE_RETRY_FIRST_MS;
+    const attempt = (delayMs: number) => {
+      if (Date.now() + delayMs > deadline) {
+        this.logger.error(
+          `Gave up storing the response for key "${record.key}" (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+        );
+        return;
+      }
+      setTimeout(() => {
+        this.store.complete(record, captured, options.retentionMs).then(
+          (stored) => {
+            if (stored) this.logger.log(`Stored the response for key "${record.key}" on retry`);
+            else this.warnLeaseLost(record, 'complete');
+          },
+          () => attempt(Math.min(delayMs * 2, COMPLETE_RETRY_MAX_MS)),
+        );
+      }, delayMs).unref();
+    };
+    attempt(COMPLETE_RETRY_FIRST_MS);
   }
 
   private warnLeaseLost(record: ClaimedRecord, action: string): void {

@@ -38,6 +38,14 @@ export interface IdempotentRouteOptions {
    */
   leaseMs?: number;
   /**
+   * Extend the lease every `leaseMs / 3` while the handler runs, so that only a process that
+   * died loses its key: `leaseMs` then bounds how long a crash blocks the key, not how long a
+   * handler may take. A handler that hangs holds its key as long as its process lives.
+   * @default false
+   * @example @Idempotent({ leaseMs: 15_000, renewLease: true }) // slow, variable handler
+   */
+  renewLease?: boolean;
+  /**
    * `Retry-After` (seconds) sent with `423 Locked` and `503`; a 423 never advises waiting
    * longer than the lease has left.
    * @default 1

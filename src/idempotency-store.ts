@@ -48,6 +48,9 @@ export abstract class IdempotencyStore {
     retentionMs: number,
   ): Promise<boolean>;
 
+  /** Extends the lease of a record still owned by `record.token`; false if no longer owned. */
+  abstract renew(record: ClaimedRecord, leaseMs: number): Promise<boolean>;
+
   /** Deletes an in-flight record so the key can run again; false if no longer owned. */
   abstract release(record: ClaimedRecord): Promise<boolean>;
 

@@ -30,6 +30,7 @@ import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
 import { holdResponse } from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { assertStorableRoute } from './idempotency-route.js';
+import { keepLeaseAlive } from './idempotency.lease.js';
 import { HandlerOutcome, IdempotencySettler } from './idempotency.settler.js';
 import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 
@@ -90,7 +91,11 @@ export class IdempotencyInterceptor implements NestInterceptor {
   ): Observable<unknown> {
     const raw = response.raw ?? response;
     const handler = new HandlerOutcome();
-    holdResponse(raw, (captured) => this.settler.settle(record, captured, options, handler));
+    const stopRenewing = this.renewLease(record, options);
+    holdResponse(raw, (captured) => {
+      stopRenewing();
+      return this.settler.settle(record, captured, options, handler);
+    });
     // Watched here, inside every outer interceptor: an error response that the handler did
     // not produce (a timeout interceptor, a failing serializer) must not free the key.
     return next.handle().pipe(
@@ -110,12 +115,20 @@ export class IdempotencyInterceptor implements NestInterceptor {
   ): Observable<unknown> {
     return from(this.settler.begin(record, options)).pipe(
       mergeMap((transaction) => {
-        holdResponse(response.raw ?? response, (captured) =>
-          this.settler.settleTransaction(transaction, record, captured, options),
-        );
+        const stopRenewing = this.renewLease(record, options);
+        holdResponse(response.raw ?? response, (captured) => {
+          stopRenewing();
+          return this.settler.settleTransaction(transaction, record, captured, options);
+        });
         return transaction.run(() => next.handle());
       }),
     );
+  }
+
+  private renewLease(record: ClaimedRecord, options: ResolvedOptions): () => void {
+    return options.renewLease
+      ? keepLeaseAlive(this.store, record, options.leaseMs, this.logger)
+      : () => undefined;
   }
 
   /** Claims the key or throws the outcome (replay, 423, 422, 503). */

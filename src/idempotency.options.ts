@@ -21,6 +21,7 @@ export interface ResolvedOptions {
   replayStatus: ReplayStatus;
   scope: IdempotencyScopeResolver;
   transactional: boolean;
+  renewLease: boolean;
 }
 
 /** The authenticated principal (Passport-style `request.user`), else one shared scope. */
@@ -44,6 +45,7 @@ export function resolveOptions(
     replayStatus: pick('replayStatus') ?? 409,
     scope: pick('scope') ?? defaultScope,
     transactional: pick('transactional') ?? false,
+    renewLease: pick('renewLease') ?? false,
   };
   assertValidOptions(resolved);
   return resolved;

@@ -112,6 +112,14 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     return rowCount === 1;
   }
 
+  async renew(record: ClaimedRecord, leaseMs: number): Promise<boolean> {
+    const { rowCount } = await this.executor.query({
+      ...this.sql.renew,
+      values: [record.scope, record.key, record.token, leaseMs],
+    });
+    return rowCount === 1;
+  }
+
   async release(record: ClaimedRecord): Promise<boolean> {
     const { rowCount } = await this.executor.query({
       ...this.sql.release,
@@ -251,6 +259,13 @@ function buildStatements(tableName?: string) {
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED)`,
+    },
+    renew: {
+      name: `${prefix}_renew`,
+      text: `
+        UPDATE ${table} SET locked_until = now() + ${ms('$4')}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`,
     },
     release: {
       name: `${prefix}_release`,

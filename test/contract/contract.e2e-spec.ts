@@ -322,6 +322,22 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
     });
   });
 
+  describe('a handler that outlives its lease', () => {
+    it('keeps its key while it runs when the route renews its lease', async () => {
+      const k = key();
+      const slow = post('/renewed-lease', withKey(k));
+      await waitForRecord(t.tableName, k, 'in_progress');
+      await sleep(1_200); // twice the 600 ms lease: without renewal, a takeover would run it again
+      expectProblem(await post('/renewed-lease', withKey(k)), 423, 'idempotency_request_in_flight');
+      const first = await slow;
+      expect(first.status).toBe(201);
+      const replay = await post('/renewed-lease', withKey(k));
+      expect(replay.status).toBe(409);
+      expect(replay.body.equals(first.body)).toBe(true);
+      expect(t.runs.count('renewed-lease')).toBe(1);
+    });
+  });
+
   describe('scopes', () => {
     it('never shows one principal the response stored for another', async () => {
       const k = key();

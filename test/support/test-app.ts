@@ -162,6 +162,14 @@ class BookingsController {
     return { queued: true };
   }
 
+  @Post('renewed-lease')
+  @Idempotent({ leaseMs: 600, renewLease: true })
+  async renewedLease() {
+    this.runs.hit('renewed-lease');
+    await sleep(2_000);
+    return { run: this.runs.count('renewed-lease') };
+  }
+
   @Post('short-retention')
   @Idempotent({ retentionMs: 1_000 })
   shortRetention() {

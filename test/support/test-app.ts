@@ -32,6 +32,7 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import compression from 'compression';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { waitFor } from './processes.js';
 import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../../src/index.js';
 
 export type AdapterName = 'express' | 'fastify';
@@ -351,16 +352,17 @@ export async function waitForRecord(
   const client = new pg.Client(process.env.DATABASE_URL);
   await client.connect();
   try {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const { rows } = await client.query(
-        `SELECT 1 FROM "${tableName}" WHERE idempotency_key = $1 AND state = $2`,
-        [key, state],
-      );
-      if (rows.length > 0) return;
-      await sleep(20);
-    }
-    throw new Error(`record ${key} never reached ${state}`);
+    await waitFor(
+      `record ${key} to reach ${state}`,
+      async () =>
+        (
+          await client.query(
+            `SELECT 1 FROM "${tableName}" WHERE idempotency_key = $1 AND state = $2`,
+            [key, state],
+          )
+        ).rows.length > 0,
+      timeoutMs,
+    );
   } finally {
     await client.end();
   }

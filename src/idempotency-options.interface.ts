@@ -1,6 +1,7 @@
 // The options a user passes to IdempotencyModule.forRoot() and @Idempotent().
 import type { ExecutionContext } from '@nestjs/common';
 import type { DataSource, DataSourceOptions } from 'typeorm';
+import type { IdempotencyStore } from './idempotency-store.js';
 
 /**
  * Resolves who owns a key. Two scopes never see each other's records.
@@ -94,6 +95,13 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    * @example IdempotencyModule.forRoot({ connection: process.env.DATABASE_URL })
    */
   connection?: string | (DataSourceOptions & { type: 'postgres' });
+  /**
+   * Another record store instead of Postgres: an `IdempotencyStore` instance (for example
+   * the in-memory store of `nest-idempotency-pg/testing` in unit tests). Give exactly one of
+   * `dataSource`, `connection` and `store`. `transactional: true` needs Postgres.
+   * @example IdempotencyModule.forRoot({ store: new InMemoryIdempotencyStore() })
+   */
+  store?: IdempotencyStore;
   /**
    * Request header that carries the key, matched case-insensitively.
    * @default 'x-idempotency-key'

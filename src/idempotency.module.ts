@@ -56,7 +56,7 @@ export class IdempotencyModule
 
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
-    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection | undefined,
     private readonly settlements: IdempotencySettlements,
   ) {
     super();
@@ -64,7 +64,13 @@ export class IdempotencyModule
 
   async onModuleInit(): Promise<void> {
     assertValidOptions(this.options);
-    this.warnAboutPoolTimeout();
+    if (!this.connection) {
+      if (this.options.runMigrations) {
+        throw new Error('IdempotencyModule: runMigrations needs Postgres, not a custom `store`.');
+      }
+      return;
+    }
+    this.warnAboutPoolTimeout(this.connection);
     if (!this.options.runMigrations) return;
     // Several instances may start together: an advisory lock makes the DDL run one at a time.
     await this.connection.dataSource.transaction(async (manager) => {
@@ -80,9 +86,9 @@ export class IdempotencyModule
    * Without an acquire timeout, a request waits for a pool connection forever while Postgres
    * is unreachable or the pool is exhausted, instead of failing closed with a 503.
    */
-  private warnAboutPoolTimeout(): void {
-    const options = this.connection.dataSource.options as { connectTimeoutMS?: number };
-    if (!this.connection.owned && !options.connectTimeoutMS) {
+  private warnAboutPoolTimeout(connection: IdempotencyConnection): void {
+    const options = connection.dataSource.options as { connectTimeoutMS?: number };
+    if (!connection.owned && !options.connectTimeoutMS) {
       this.logger.warn(
         'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable or its pool is exhausted, keyed requests will wait instead of answering 503. Set connectTimeoutMS (for example 5000) on the DataSource.',
       );
@@ -92,7 +98,7 @@ export class IdempotencyModule
   /** Lets in-flight results finish storing, then closes a DataSource the module opened. */
   async onApplicationShutdown(): Promise<void> {
     await this.settlements.drain();
-    if (this.connection.owned && this.connection.dataSource.isInitialized) {
+    if (this.connection?.owned && this.connection.dataSource.isInitialized) {
       await this.connection.dataSource.destroy();
     }
   }

@@ -9,7 +9,10 @@ import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 /** Injection token of the DataSource the module uses (internal). */
 export const IDEMPOTENCY_DATA_SOURCE = Symbol('IDEMPOTENCY_DATA_SOURCE');
 
-/** The DataSource and whether the module opened it (and so must close it). */
+/**
+ * The DataSource and whether the module opened it (and so must close it); `undefined` when
+ * the module runs on a `store` the application gave instead of Postgres.
+ */
 export interface IdempotencyConnection {
   dataSource: DataSource;
   owned: boolean;
@@ -19,14 +22,22 @@ export const idempotencyProviders: Provider[] = [
   {
     provide: IDEMPOTENCY_DATA_SOURCE,
     inject: [IDEMPOTENCY_MODULE_OPTIONS],
-    useFactory: async (options: IdempotencyModuleOptions): Promise<IdempotencyConnection> => {
-      if (options.dataSource && options.connection) {
-        throw new Error('IdempotencyModule: give either `dataSource` or `connection`, not both.');
+    useFactory: async (
+      options: IdempotencyModuleOptions,
+    ): Promise<IdempotencyConnection | undefined> => {
+      const given = (['dataSource', 'connection', 'store'] as const).filter(
+        (name) => options[name] !== undefined,
+      );
+      if (given.length !== 1) {
+        throw new Error(
+          `IdempotencyModule: give exactly one of \`dataSource\` (an existing TypeORM DataSource), \`connection\` (a Postgres URL or options) or \`store\`; got ${given.length ? given.join(' and ') : 'none'}.`,
+        );
       }
+      if (options.store) return undefined;
       if (options.dataSource) return { dataSource: options.dataSource, owned: false };
       if (!options.connection) {
         throw new Error(
-          'IdempotencyModule: give a Postgres `connection` (URL or options) or an existing `dataSource`.',
+          'IdempotencyModule: `connection` is empty; give a Postgres URL or options.',
         );
       }
       const settings =
@@ -46,7 +57,11 @@ export const idempotencyProviders: Provider[] = [
   {
     provide: IdempotencyStore,
     inject: [IDEMPOTENCY_DATA_SOURCE, IDEMPOTENCY_MODULE_OPTIONS],
-    useFactory: (connection: IdempotencyConnection, options: IdempotencyModuleOptions) =>
-      PostgresIdempotencyStore.fromDataSource(connection.dataSource, options.tableName),
+    useFactory: (
+      connection: IdempotencyConnection | undefined,
+      options: IdempotencyModuleOptions,
+    ): IdempotencyStore =>
+      options.store ??
+      PostgresIdempotencyStore.fromDataSource(connection!.dataSource, options.tableName),
   },
 ];

@@ -51,7 +51,8 @@ export class IdempotencySettler {
   constructor(
     protected readonly store: IdempotencyStore,
     private readonly settlements: IdempotencySettlements,
-    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+    @Inject(IDEMPOTENCY_DATA_SOURCE)
+    private readonly connection: IdempotencyConnection | undefined,
   ) {}
 
   /** Stores a 2xx response or releases the key; shutdown waits for it. */
@@ -76,7 +77,7 @@ export class IdempotencySettler {
 
   /** Opens the transaction a `transactional` route runs in; releases the key if it cannot. */
   async begin(record: ClaimedRecord, options: ResolvedOptions): Promise<OpenTransaction> {
-    if (!(this.store instanceof PostgresIdempotencyStore)) {
+    if (!(this.store instanceof PostgresIdempotencyStore) || !this.connection) {
       await this.store.release(record).catch(() => undefined);
       throw new IdempotencyUnsupportedResponseException(
         'transactional: true needs the Postgres store, which shares a transaction with the handler.',

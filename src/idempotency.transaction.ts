@@ -20,12 +20,19 @@ const currentTransaction = new AsyncLocalStorage<EntityManager>();
 @Injectable()
 export class IdempotencyTransaction {
   constructor(
-    @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection,
+    @Inject(IDEMPOTENCY_DATA_SOURCE)
+    private readonly connection: IdempotencyConnection | undefined,
   ) {}
 
   /** The manager to use for writes that must commit with the stored response. */
   get manager(): EntityManager {
-    return currentTransaction.getStore() ?? this.connection.dataSource.manager;
+    const manager = currentTransaction.getStore() ?? this.connection?.dataSource.manager;
+    if (!manager) {
+      throw new Error(
+        'IdempotencyTransaction needs IdempotencyModule on Postgres (`dataSource` or `connection`), not a custom `store`.',
+      );
+    }
+    return manager;
   }
 
   /** True while handling a `transactional` idempotent request. */

@@ -1,178 +1,106 @@
-// Orchestrates one request: key -> fingerprint -> claim -> run or replay -> complete or
-// release. SQL lives in the store, HTTP shaping in the filter and idempotency-response.ts.
+// Bound to each @Idempotent() route by the decorator. Orchestrates one call: options ->
+// key -> scope and fingerprint -> claim -> run or replay; the context adapter does what is
+// particular to HTTP (or another context), the engine everything that touches the record.
+//
+// Route-bound rather than global (APP_INTERCEPTOR) on purpose: it then runs inside the
+// route's other interceptors, so it can tell the handler's own failure (which frees the key)
+// from an outer interceptor's (a timeout answering 408 while the handler still runs, which
+// must not).
 import {
   Inject,
   Injectable,
-  Logger,
-  StreamableFile,
+  Optional,
   type CallHandler,
   type ExecutionContext,
   type NestInterceptor,
+  type OnModuleInit,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { from, map, mergeMap, tap, type Observable } from 'rxjs';
-import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
-import {
-  IdempotencyKeyMissingException,
-  IdempotencyKeyReusedException,
-  IdempotencyRequestInFlightException,
-  IdempotencyStoreUnavailableException,
-  IdempotencyUnsupportedResponseException,
-} from './idempotency.exceptions.js';
-import { computeFingerprint } from './idempotency.fingerprint.js';
-import { readIdempotencyKey } from './idempotency-key.js';
+import { catchError, from, mergeMap, throwError, type Observable } from 'rxjs';
+import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
+import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
+import { IdempotencyEngine, type IdempotentCall } from './idempotency.engine.js';
+import { IdempotencyException, IdempotencyKeyMissingException } from './idempotency.exceptions.js';
+import { HttpIdempotencyContext } from './idempotency-http.context.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type {
   IdempotencyModuleOptions,
   IdempotentRouteOptions,
 } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
-import { holdResponse } from './idempotency-response.js';
-import { IdempotentReplay } from './idempotency.replay.js';
-import { assertStorableRoute } from './idempotency-route.js';
-import { keepLeaseAlive } from './idempotency.lease.js';
-import { HandlerOutcome, IdempotencySettler } from './idempotency.settler.js';
-import { IdempotencyStore, type ClaimedRecord } from './idempotency-store.js';
 
-/** Set on a request once tracked, so @Idempotent() on both class and method runs once. */
-const TRACKED = Symbol('idempotency.tracked');
+const MODULE_MISSING =
+  '@Idempotent() is used, but IdempotencyModule is not imported. Import IdempotencyModule.forRoot() (or forRootAsync()) once, in the root module: it is global. In unit tests, import IdempotencyTestingModule from "nest-idempotency-pg/testing" instead.';
 
 @Injectable()
-export class IdempotencyInterceptor implements NestInterceptor {
-  protected readonly logger = new Logger('Idempotency');
+export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
   private readonly resolved = new WeakMap<object, ResolvedOptions | undefined>();
+  /** Calls already tracked: @Idempotent() on both class and method binds this twice. */
+  private readonly tracked = new WeakSet<object>();
+  private readonly contexts: Partial<Record<string, IdempotencyContextAdapter>>;
 
   constructor(
     protected readonly reflector: Reflector,
-    @Inject(IDEMPOTENCY_MODULE_OPTIONS) protected readonly moduleOptions: IdempotencyModuleOptions,
-    protected readonly store: IdempotencyStore,
-    protected readonly settler: IdempotencySettler,
-  ) {}
+    @Optional()
+    @Inject(IDEMPOTENCY_MODULE_OPTIONS)
+    protected readonly moduleOptions?: IdempotencyModuleOptions,
+    @Optional() protected readonly engine?: IdempotencyEngine,
+  ) {
+    this.contexts = engine ? { http: new HttpIdempotencyContext(engine) } : {};
+  }
+
+  /** Fails at start-up, with the fix, when the module that runs the records is missing. */
+  onModuleInit(): void {
+    if (!this.engine || !this.moduleOptions) throw new Error(MODULE_MISSING);
+  }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return next.handle();
-    const request = context.switchToHttp().getRequest();
-    if (SAFE_METHODS.has(request.method) || request[TRACKED]) return next.handle();
+    if (!this.engine) throw new Error(MODULE_MISSING);
+    const adapter = this.contexts[context.getType()];
+    if (!adapter) return next.handle();
+    const args = context.getArgs();
+    if (this.tracked.has(args) || !adapter.applies(context)) return next.handle();
     const options = this.optionsFor(context);
     if (!options) return next.handle();
-    request[TRACKED] = true;
+    this.tracked.add(args);
 
-    const key = readIdempotencyKey(request, options.headerName);
-    if (key === undefined) {
-      if (options.required) throw new IdempotencyKeyMissingException(options.headerName);
-      return next.handle();
+    try {
+      const key = adapter.readKey(context, options);
+      if (key === undefined) {
+        if (options.required) throw new IdempotencyKeyMissingException(options.headerName);
+        return next.handle();
+      }
+      adapter.prepare?.(context);
+      return from(this.describeCall(adapter, context, key, options)).pipe(
+        mergeMap((call) =>
+          from(this.engine!.admit(call)).pipe(
+            mergeMap((admission) =>
+              admission.outcome === 'replay'
+                ? adapter.replay(context, admission.response, options)
+                : adapter.run(context, call, admission.record, next),
+            ),
+          ),
+        ),
+        catchError((error: unknown) =>
+          throwError(() =>
+            error instanceof IdempotencyException ? adapter.reject(error, context) : error,
+          ),
+        ),
+      );
+    } catch (error) {
+      throw error instanceof IdempotencyException ? adapter.reject(error, context) : error;
     }
-    assertStorableRoute(context);
-
-    const response = context.switchToHttp().getResponse();
-    return from(this.claim(context, request, key, options)).pipe(
-      mergeMap((record) =>
-        options.transactional
-          ? this.runInTransaction(record, response, options, next)
-          : this.run(record, response, options, next),
-      ),
-      map((value) => {
-        if (value instanceof StreamableFile) {
-          throw new IdempotencyUnsupportedResponseException(
-            'A streamed response (StreamableFile) cannot be stored for replay. Return the content instead, or remove @Idempotent() from this route.',
-          );
-        }
-        return value;
-      }),
-    );
   }
 
-  /** Runs the handler; its response is stored (2xx) or the key released once it is written. */
-  private run(
-    record: ClaimedRecord,
-    response: any,
-    options: ResolvedOptions,
-    next: CallHandler,
-  ): Observable<unknown> {
-    const raw = response.raw ?? response;
-    const handler = new HandlerOutcome();
-    const stopRenewing = this.renewLease(record, options);
-    holdResponse(raw, (captured) => {
-      stopRenewing();
-      return this.settler.settle(record, captured, options, handler);
-    });
-    // Watched here, inside every outer interceptor: an error response that the handler did
-    // not produce (a timeout interceptor, a failing serializer) must not free the key.
-    return next.handle().pipe(
-      tap({
-        complete: () => handler.answered(raw.statusCode),
-        error: () => handler.failed(),
-      }),
-    );
-  }
-
-  /** Runs the handler inside a transaction that commits only with the stored response. */
-  private runInTransaction(
-    record: ClaimedRecord,
-    response: any,
-    options: ResolvedOptions,
-    next: CallHandler,
-  ): Observable<unknown> {
-    return from(this.settler.begin(record, options)).pipe(
-      mergeMap((transaction) => {
-        const stopRenewing = this.renewLease(record, options);
-        holdResponse(response.raw ?? response, (captured) => {
-          stopRenewing();
-          return this.settler.settleTransaction(transaction, record, captured, options);
-        });
-        return transaction.run(() => next.handle());
-      }),
-    );
-  }
-
-  private renewLease(record: ClaimedRecord, options: ResolvedOptions): () => void {
-    return options.renewLease
-      ? keepLeaseAlive(this.store, record, options.leaseMs, this.logger)
-      : () => undefined;
-  }
-
-  /** Claims the key or throws the outcome (replay, 423, 422, 503). */
-  protected async claim(
+  private async describeCall(
+    adapter: IdempotencyContextAdapter,
     context: ExecutionContext,
-    request: any,
     key: string,
     options: ResolvedOptions,
-  ): Promise<ClaimedRecord> {
-    const scope = await options.scope(request, context);
-    const fingerprint = computeFingerprint({
-      method: request.method,
-      url: request.originalUrl ?? request.url,
-      body: request.body,
-      rawBody: request.rawBody,
-      contentType: request.headers['content-type'],
-    });
-    let result;
-    try {
-      result = await this.store.claim({
-        scope,
-        key,
-        fingerprint,
-        leaseMs: options.leaseMs,
-        retentionMs: options.retentionMs,
-      });
-    } catch (error) {
-      this.logger.error(`Could not claim key "${key}": ${describe(error)}`);
-      throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
-    }
-    switch (result.outcome) {
-      case 'claimed':
-        return result.record;
-      case 'completed':
-        throw new IdempotentReplay(result.response, options.replayStatus);
-      case 'mismatch':
-        throw new IdempotencyKeyReusedException();
-      case 'in_progress': {
-        const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
-        throw new IdempotencyRequestInFlightException(
-          Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),
-        );
-      }
-    }
+  ): Promise<IdempotentCall> {
+    const scope = await options.scope(adapter.scopeSubject(context), context);
+    const fingerprint = await adapter.fingerprint(context);
+    return { scope, key, fingerprint, options };
   }
 
   /** The route's options: module, then controller, then method, merged once per route. */
@@ -184,13 +112,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     );
     const options =
       onMethod || onClass
-        ? resolveOptions(this.moduleOptions, { ...onClass, ...onMethod })
+        ? resolveOptions(this.moduleOptions!, { ...onClass, ...onMethod })
         : undefined;
     this.resolved.set(handler, options);
     return options;
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

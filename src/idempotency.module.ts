@@ -7,8 +7,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
-import { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
-import { IdempotencyInterceptor } from './idempotency.interceptor.js';
+import { IdempotencyEngine } from './idempotency.engine.js';
 import {
   ConfigurableIdempotencyModule,
   IDEMPOTENCY_MODULE_OPTIONS,
@@ -21,7 +20,6 @@ import {
 } from './idempotency.providers.js';
 import { IdempotencyPurger } from './idempotency.purge.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
-import { IdempotencySettler } from './idempotency.settler.js';
 import { IdempotencyTransaction } from './idempotency.transaction.js';
 import { assertValidOptions } from './idempotency.options.js';
 import { IdempotencyStore } from './idempotency-store.js';
@@ -29,21 +27,18 @@ import { IdempotencyStore } from './idempotency-store.js';
 @Module({
   providers: [
     ...idempotencyProviders,
-    IdempotencyInterceptor,
-    IdempotencyExceptionFilter,
+    IdempotencyEngine,
     IdempotencyPurger,
     IdempotencySettlements,
-    IdempotencySettler,
     IdempotencyTransaction,
   ],
+  // What the interceptor that @Idempotent() binds in each controller's module needs, and
+  // what applications may inject.
   exports: [
+    IdempotencyEngine,
     IdempotencyTransaction,
     IdempotencyStore,
     IdempotencyPurger,
-    IdempotencySettlements,
-    IdempotencySettler,
-    IdempotencyInterceptor,
-    IdempotencyExceptionFilter,
     IDEMPOTENCY_MODULE_OPTIONS,
     IDEMPOTENCY_DATA_SOURCE,
   ],

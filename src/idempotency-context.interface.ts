@@ -1,0 +1,38 @@
+// What each kind of handler (HTTP route, GraphQL resolver, message handler) supplies to the
+// engine: where its key comes from, what makes two calls "the same", how the handler runs
+// and how the outcomes look in that context. Adding a context adds one of these; the engine
+// does not change.
+import type { CallHandler, ExecutionContext } from '@nestjs/common';
+import type { Observable } from 'rxjs';
+import type { IdempotentCall } from './idempotency.engine.js';
+import type { IdempotencyException } from './idempotency.exceptions.js';
+import type { ResolvedOptions } from './idempotency.options.js';
+import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
+
+export interface IdempotencyContextAdapter {
+  /** Whether `@Idempotent()` tracks this call at all (HTTP: never GET, HEAD or OPTIONS). */
+  applies(context: ExecutionContext): boolean;
+  /** The key, `undefined` when none was sent; throws IdempotencyKeyInvalidException. */
+  readKey(context: ExecutionContext, options: ResolvedOptions): string | undefined;
+  /** Checks, before anything is claimed, that the call's result can be stored. */
+  prepare?(context: ExecutionContext): void;
+  /** The first argument given to `scope` resolvers. */
+  scopeSubject(context: ExecutionContext): unknown;
+  /** SHA-256 of the operation; throws an IdempotencyException when it cannot be computed. */
+  fingerprint(context: ExecutionContext): Buffer | Promise<Buffer>;
+  /** Answers with a stored result. */
+  replay(
+    context: ExecutionContext,
+    response: StoredResponse,
+    options: ResolvedOptions,
+  ): Observable<unknown>;
+  /** Runs the handler for a claimed record and settles the record through the engine. */
+  run(
+    context: ExecutionContext,
+    call: IdempotentCall,
+    record: ClaimedRecord,
+    next: CallHandler,
+  ): Observable<unknown>;
+  /** This module's error as the context's own (HTTP: as it is; elsewhere the context's type). */
+  reject(error: IdempotencyException, context: ExecutionContext): unknown;
+}

@@ -45,9 +45,13 @@ class OrdersController {
   }
 
   stats() {
-    const cpu = process.cpuUsage();
-    return { runs: { ...runs }, queries, cpuMicros: cpu.user + cpu.system };
+    return statsSnapshot();
   }
+}
+
+function statsSnapshot() {
+  const cpu = process.cpuUsage();
+  return { runs: { ...runs }, queries, cpuMicros: cpu.user + cpu.system };
 }
 
 function decorateMethod(decorators, name, paramTypes) {
@@ -92,6 +96,7 @@ async function main() {
   const app = await NestFactory.create(BenchModule, { logger: ['error', 'warn'] });
   await app.listen(port, '127.0.0.1');
   process.on('message', (message) => {
+    if (message.command === 'stats') process.send({ stats: statsSnapshot() });
     if (message.command === 'stop') app.close().finally(() => process.exit(0));
   });
   if (process.send) process.send({ ready: true });

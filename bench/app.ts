@@ -7,7 +7,7 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { Body, Controller, Get, HttpCode, Module, Post } from '@nestjs/common';
+import { Body, Controller, HttpCode, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import pg from 'pg';
 import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../src/index.js';
@@ -46,11 +46,6 @@ class OrdersController {
   orders(@Body() body: OrderBody) {
     countHandlerRun('orders');
     return handleOrder(body);
-  }
-
-  @Get('__stats')
-  stats() {
-    return statsSnapshot(queries);
   }
 }
 

@@ -170,7 +170,7 @@ export async function measure(
   // The CPU window closes with the load; the few requests still in flight (one per connection
   // at most) finish after it, before the handler runs are counted.
   const cpuAfter = await options.cpu.sample(target.app.pids, target.dbApplicationName);
-  await new Promise((done) => setTimeout(done, 300));
+  await new Promise((done) => setTimeout(done, 150));
   const after = await target.app.stats();
   const route = plain ? 'plain' : 'orders';
   const unexpected = (Object.keys(outcomes) as Outcome[])

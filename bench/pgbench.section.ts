@@ -21,7 +21,7 @@ const KINDS = {
   newKeyNoFlush: { label: 'new key, synchronous_commit=off', options: '-c synchronous_commit=off' },
 } as const;
 type Kind = keyof typeof KINDS;
-const rounds = (r: number) => Math.min(r, 3);
+const rounds = (r: number) => Math.min(r, 2);
 /** pgbench takes whole seconds, and its clients' connecting eats into a very short run. */
 const seconds = (s: number) => Math.max(2, Math.round(s));
 

@@ -26,7 +26,7 @@ const pct = (value: number) => `${(value * 100).toFixed(1)}%`;
 export const profileSection: BenchSection = {
   id: 'profile',
   title: "Where the module app's CPU goes (V8 profiler)",
-  estimateSeconds: (s) => 2 * (s.seconds + s.warmupSeconds + 2),
+  estimateSeconds: (s) => 15 + 2 * (s.seconds + s.warmupSeconds + 2),
   async run(context: BenchContext): Promise<SectionResult> {
     const { settings, database } = context;
     const client = new pg.Client({ connectionString: database.url });

@@ -15,7 +15,6 @@ export interface ScaleOutData {
 const ROWS: [ScenarioId, string, string][] = [
   ['new', 'plain', 'plain route'],
   ['new', 'module', 'new keys'],
-  ['replay', 'module', 'replays'],
   ['storm', 'module', 'duplicate storm'],
 ];
 
@@ -28,7 +27,7 @@ function workerSplit(runs: RunResult[]): string {
     run.workerRuns?.forEach((count, i) => (totals[i] = (totals[i] ?? 0) + count));
   }
   const sum = totals.reduce((a, b) => a + b, 0);
-  return sum > 0 ? totals.map((count) => pct(count / sum)).join(' / ') : 'n/a';
+  return sum > 0 ? totals.map((count) => pct(count / sum)).join(' / ') : '–';
 }
 
 /** Each consumer's share of the machine's capacity while the load ran (median over rounds). */
@@ -89,11 +88,12 @@ export function renderScaleOut(data: ScaleOutData): string {
   );
   const s = capacityShares(cells, q('new', 'module2'));
   const saturated = s.busy >= 0.9;
+  const crowded = s.other >= 0.25;
   return `${data.rounds} rounds of both setups at ${connections} connections, interleaved; the 2-process app is
 \`bench/cluster.ts\` (Node's cluster module: one port, the primary hands connections to the
 workers round-robin), each worker with its own pool of the same size, all on one record table.
-Replays use keys completed through the 1-process app, so they also show that both apps read one
-table. "Node µs/req" sums every process of the app (the cluster's primary included).
+The storm's duplicates reach both workers, so it checks that one table keeps two processes
+from running a key twice. "Node µs/req" sums every process of the app (the cluster's primary included).
 
 ${table}
 
@@ -101,9 +101,11 @@ ${table}
 processes took ${pct(s.app)} of its ${cpus().length} cores, the Postgres backends ${pct(s.backends)} and Postgres's
 background processes ${pct(s.pgAux)}, the load generator ${pct(s.loadgen)}, other work ${pct(s.other)}.
 ${
-  saturated
-    ? 'The cores are saturated: a second process can only take CPU from Postgres and the load generator, which share the same cores, so throughput here is bound by the core count, not by the module. On separate machines (app, database, load) the same test would show how far it scales.'
-    : 'The cores are not saturated, so the bound is elsewhere: waiting on Postgres (commit flushes, locks) or the load generator; compare the per-process CPU above.'
+  crowded
+    ? `Other work on the machine took ${pct(s.other)} of it during these runs, so this comparison mostly measures the neighbours: rerun on a quiet machine before reading the 2 / 1 column.`
+    : saturated
+      ? 'The cores are saturated: a second process can only take CPU from Postgres and the load generator, which share the same cores, so throughput here is bound by the core count, not by the module. On separate machines (app, database, load) the same test would show how far it scales.'
+      : 'The cores are not saturated, so the bound is elsewhere: waiting on Postgres (commit flushes, locks) or the load generator; compare the per-process CPU above.'
 }
 `;
 }

@@ -28,6 +28,7 @@ export const tableSizeSection: BenchSection = {
   id: 'table-size',
   title: 'Postgres CPU per key, empty table to 1M rows',
   estimateSeconds: (s) =>
+    10 +
     s.tableSizes.length * (2 * sizeRounds(s) * (s.seconds + 0.9) + 2 * (s.warmupSeconds + 0.9)) +
     Math.max(...s.tableSizes) / FILL_ROWS_PER_SECOND,
   async run(context: BenchContext): Promise<SectionResult> {

@@ -106,24 +106,6 @@ export function cpuBetween(before: CpuSample, after: CpuSample): CpuSplit {
   };
 }
 
-/** Sums several splits (the rounds of one cell, the processes of one run). */
-export function addSplits(splits: CpuSplit[]): CpuSplit {
-  const sum = (pick: (split: CpuSplit) => number | undefined) =>
-    splits.some((split) => pick(split) === undefined)
-      ? undefined
-      : splits.reduce((total, split) => total + pick(split)!, 0);
-  return {
-    wallMs: sum((split) => split.wallMs)!,
-    cores: splits[0]?.cores ?? cpus().length,
-    appMs: sum((split) => split.appMs)!,
-    backendsMs: sum((split) => split.backendsMs),
-    pgAuxMs: sum((split) => split.pgAuxMs),
-    loadgenMs: sum((split) => split.loadgenMs)!,
-    machineMs: sum((split) => split.machineMs)!,
-    otherMs: sum((split) => split.otherMs)!,
-  };
-}
-
 /** CPU ms by pid, or undefined when a pid is not a readable local postgres process. */
 function postgresTimes(rows: { pid: number }[]): Map<number, number> | undefined {
   const times = new Map<number, number>();

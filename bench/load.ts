@@ -170,8 +170,7 @@ export async function measure(
   // The CPU window closes with the load; the few requests still in flight (one per connection
   // at most) finish after it, before the handler runs are counted.
   const cpuAfter = await options.cpu.sample(target.app.pids, target.dbApplicationName);
-  await new Promise((done) => setTimeout(done, 150));
-  const after = await target.app.stats();
+  const after = await settled(target);
   const route = plain ? 'plain' : 'orders';
   const unexpected = (Object.keys(outcomes) as Outcome[])
     .filter((outcome) => !expected.includes(outcome))
@@ -193,21 +192,58 @@ export async function measure(
   };
 }
 
+/** The app's stats once its handler runs and statements stop changing (at most ~3 s). */
+async function settled(target: Target): Promise<AppStats> {
+  let last = await target.app.stats();
+  for (let i = 0; i < 60; i++) {
+    await new Promise((done) => setTimeout(done, 50));
+    const now = await target.app.stats();
+    if (
+      now.runs.orders === last.runs.orders &&
+      now.runs.plain === last.runs.plain &&
+      now.queries === last.queries
+    ) {
+      return now;
+    }
+    last = now;
+  }
+  return last;
+}
+
 function workerRuns(before: AppStats, after: AppStats, route: 'plain' | 'orders') {
   if (!before.workers || !after.workers) return undefined;
   return after.workers.map((worker, i) => worker.runs[route] - before.workers![i].runs[route]);
 }
 
 /** Completes REPLAY_KEYS keys on a target so the replay scenario has something to replay. */
-export async function prepareReplays(target: Target, concurrency = 20): Promise<void> {
+export async function prepareReplays(target: Target): Promise<void> {
+  await sendKeys(
+    target,
+    Array.from({ length: REPLAY_KEYS }, (_, i) => replayKey(i)),
+  );
+}
+
+/**
+ * Sends `count` new keys and waits for every answer: a freshly started app compiles its code
+ * and opens its pool on its first requests, which can take longer than a short timed run.
+ */
+export async function prime(target: Target, count = 300): Promise<void> {
+  const tag = `prime-${Date.now().toString(36)}-${target.id}`;
+  await sendKeys(
+    target,
+    Array.from({ length: count }, (_, i) => `${tag}-${i}`),
+  );
+}
+
+async function sendKeys(target: Target, keys: string[], concurrency = 20): Promise<void> {
   let next = 0;
   const worker = async () => {
-    while (next < REPLAY_KEYS) {
-      const key = replayKey(next++);
+    while (next < keys.length) {
+      const key = keys[next++];
       const response = await post(target, key, BODY);
       const outcome = classify(target.kind, response.status, response.headers);
       if (outcome !== 'ran' && outcome !== 'replayed') {
-        throw new Error(`${target.label}: preparing replay key ${key} answered ${response.status}`);
+        throw new Error(`${target.label}: key ${key} answered ${response.status}`);
       }
     }
   };

@@ -5,7 +5,15 @@
 import pg from 'pg';
 import { CellSet } from './cells.js';
 import { describeRun, rotate } from './rounds.js';
-import { measure, newKeys, storm, type Scenario, type ScenarioId, type Target } from './load.js';
+import {
+  measure,
+  newKeys,
+  prime,
+  storm,
+  type Scenario,
+  type ScenarioId,
+  type Target,
+} from './load.js';
 import { startApps, stopApps } from './processes.js';
 import { renderScaleOut, scaleOutGoals } from './scale-out.render.js';
 import type { BenchContext, BenchSection, SectionResult } from './section.js';
@@ -62,6 +70,9 @@ export const scaleOutSection: BenchSection = {
           dbApplicationName: `bench-scale-${n}`,
         };
       }
+      // 20 requests at a time open 20 connections, which the cluster spreads over its workers.
+      await prime(targets.module1);
+      await prime(targets.module2);
       const connections = settings.highConnections;
       const plan: Partial<Record<ScenarioId, Scenario>> = {
         new: newKeys(connections),

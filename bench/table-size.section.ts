@@ -5,7 +5,7 @@
 // Postgres backends and in Postgres's background processes.
 import { CellSet } from './cells.js';
 import { describeRun } from './rounds.js';
-import { measure, newKeys, replays, type Target } from './load.js';
+import { measure, newKeys, prime, replays, type Target } from './load.js';
 import { startApps, stopApps } from './processes.js';
 import type { BenchContext, BenchSection, SectionResult } from './section.js';
 import type { BenchSettings } from './settings.js';
@@ -58,6 +58,7 @@ export const tableSizeSection: BenchSection = {
         path: '/orders',
         dbApplicationName: APP_NAME,
       };
+      await prime(target);
       const connections = settings.highConnections;
       const cells = new CellSet();
       const steps: SizeStep[] = [];

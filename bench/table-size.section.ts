@@ -110,6 +110,7 @@ export const tableSizeSection: BenchSection = {
       return { markdown: renderTableSize(data), goals: tableSizeGoals(data), data };
     } finally {
       await stopApps([app]);
+      await filler.drop();
     }
   },
 };

@@ -1,13 +1,18 @@
 // The benchmark's app for this module: one handler behind a plain route and an @Idempotent()
-// route, on NestJS 12 + express. Started by run.ts as its own process; never part of the package.
+// route, on NestJS 12 + express. Started by the harness as its own process (or as a cluster
+// worker by bench/cluster.ts); never part of the package.
+//   STORE=postgres (default): the module's Postgres store on its own DataSource.
+//   STORE=memory: the bench-only in-memory store, the limit target (no SQL at all).
+//   TABLE_NAME, APP_NAME (application_name of its connections), POOL_SIZE, PURGE=off.
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { Body, Controller, Get, HttpCode, Module, Post } from '@nestjs/common';
+import { Body, Controller, HttpCode, Module, Post } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import pg from 'pg';
-import { Idempotent, IdempotencyModule } from '../src/index.js';
+import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../src/index.js';
 import { countHandlerRun, handleOrder, statsSnapshot, type OrderBody } from './handler.js';
+import { MemoryIdempotencyStore } from './memory-idempotency.store.js';
 
 // Every SQL round trip passes through pg's Client#query (TypeORM's pool included), so
 // counting calls here counts round trips without trusting the store's comments.
@@ -22,7 +27,9 @@ const url = process.env.DATABASE_URL;
 const port = Number(process.env.PORT);
 const poolSize = Number(process.env.POOL_SIZE ?? 10);
 const tableName = process.env.TABLE_NAME ?? 'bench_idempotency_records';
-if (!url || !port) throw new Error('bench/app.ts needs DATABASE_URL and PORT');
+const applicationName = process.env.APP_NAME ?? 'bench-module';
+const inMemory = process.env.STORE === 'memory';
+if ((!url && !inMemory) || !port) throw new Error('bench/app.ts needs DATABASE_URL and PORT');
 
 @Controller()
 class OrdersController {
@@ -40,31 +47,36 @@ class OrdersController {
     countHandlerRun('orders');
     return handleOrder(body);
   }
-
-  @Get('__stats')
-  stats() {
-    return statsSnapshot(queries);
-  }
 }
 
-@Module({
-  imports: [
-    IdempotencyModule.forRoot({
-      connection: { type: 'postgres', url, poolSize, applicationName: 'bench-module' },
+const purge = { enabled: process.env.PURGE !== 'off' };
+const options: IdempotencyModuleOptions = inMemory
+  ? { store: new MemoryIdempotencyStore(), purge }
+  : {
+      connection: {
+        type: 'postgres',
+        url,
+        poolSize,
+        applicationName,
+        // A busy server's pool stays open; pg's default closes idle connections after 10 s,
+        // which between two interleaved runs would make every run pay for reconnecting.
+        extra: { idleTimeoutMillis: 0 },
+      },
       runMigrations: true,
       tableName,
-    }),
-  ],
-  controllers: [OrdersController],
-})
+      purge,
+    };
+
+@Module({ imports: [IdempotencyModule.forRoot(options)], controllers: [OrdersController] })
 class BenchModule {}
 
 const app = await NestFactory.create(BenchModule, { logger: ['error', 'warn'] });
 await app.listen(port, '127.0.0.1');
-// run.ts drives the app over IPC: stop, and a CPU profile of a window of its choosing (the
-// V8 profiler that --cpu-prof uses, minus the start-up, which would dominate a short run).
+// The harness drives the app over IPC: stats, stop, and a CPU profile of a window of its
+// choosing (the V8 profiler that --cpu-prof uses, minus the start-up, which would dominate).
 const profiler = new Session();
 process.on('message', (message: { command: string; file?: string }) => {
+  if (message.command === 'stats') process.send?.({ stats: statsSnapshot(queries) });
   if (message.command === 'stop') void app.close().finally(() => process.exit(0));
   if (message.command === 'profile-start') {
     void (async () => {

@@ -161,7 +161,7 @@ export async function runPgbench(
       '--protocol=prepared',
       `--client=${clients}`,
       `--jobs=${Math.min(clients, 2)}`,
-      `--time=${seconds}`,
+      `--time=${Math.max(1, Math.round(seconds))}`,
       `--file=${file}`,
       `--define=run=${run}`,
       '--define=n=0',

@@ -1,4 +1,5 @@
 // Starts and stops the benchmark's app processes and finds the database to run against.
+// Every app answers the same IPC commands: stats, stop (and the module app: profile-*).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ export const ROOT = new URL('..', import.meta.url).pathname;
 export const PEER_DIR = join(ROOT, 'bench', 'peer');
 /** The machine's own Postgres, used when DATABASE_URL is unset and it answers. */
 const MACHINE_POSTGRES = 'postgres://postgres@127.0.0.1:5432/test';
+const SWC = ['--import', '@swc-node/register/esm-register'];
 
 export interface BenchDatabase extends RunningDatabase {
   source: string;
@@ -51,40 +53,54 @@ function runToEnd(command: string, args: string[], cwd: string): Promise<void> {
   });
 }
 
+/** What an app reports about itself: handler runs, SQL statements sent, its CPU. */
+export interface AppStats {
+  runs: { plain: number; orders: number };
+  queries: number;
+  /** Handler runs per worker, for a cluster. */
+  workers?: { pid: number; runs: { plain: number; orders: number } }[];
+}
+
 export interface AppProcess {
   name: string;
   url: string;
   child: ChildProcess;
+  /** Every process of the app (a cluster's primary and its workers). */
+  pids: number[];
+  stats(): Promise<AppStats>;
   stop(): Promise<void>;
 }
 
-export interface AppLaunch {
-  name: string;
-  kind: 'module' | 'peer';
-  env: Record<string, string>;
-}
+export type AppLaunch =
+  /** bench/app.ts: the module with its Postgres store, or the in-memory limit store. */
+  | { name: string; kind: 'module'; env: Record<string, string> }
+  /** bench/peer/app.js: @node-idempotency/nestjs. */
+  | { name: string; kind: 'peer'; env: Record<string, string> }
+  /** bench/cluster.ts: `workers` copies of bench/app.ts behind Node's cluster module. */
+  | { name: string; kind: 'cluster'; workers: number; env: Record<string, string> };
 
-/** Starts bench/app.ts (kind module) or bench/peer/app.js (kind peer) on a free port. */
 export async function startApp(launch: AppLaunch): Promise<AppProcess> {
   const port = await freePort();
-  const [args, cwd] =
+  const [args, cwd, extra] =
     launch.kind === 'module'
-      ? [['--import', '@swc-node/register/esm-register', 'bench/app.ts'], ROOT]
-      : [['app.js'], PEER_DIR];
+      ? [[...SWC, 'bench/app.ts'], ROOT, {}]
+      : launch.kind === 'cluster'
+        ? [[...SWC, 'bench/cluster.ts'], ROOT, { WORKERS: String(launch.workers) }]
+        : [['app.js'], PEER_DIR, {}];
   const child = spawn(process.execPath, args, {
     cwd,
-    env: { ...process.env, ...launch.env, PORT: String(port), NODE_ENV: 'production' },
+    env: { ...process.env, ...launch.env, ...extra, PORT: String(port), NODE_ENV: 'production' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  await new Promise<void>((done, fail) => {
-    const timer = setTimeout(() => fail(new Error(`${launch.name} did not start in 60 s`)), 60_000);
+  const ready = await new Promise<{ pids?: number[] }>((done, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${launch.name} did not start in 90 s`)), 90_000);
     child.once('exit', (code) =>
       fail(new Error(`${launch.name} exited with ${code} while starting`)),
     );
-    child.on('message', (message: { ready?: boolean }) => {
+    child.on('message', (message: { ready?: boolean; pids?: number[] }) => {
       if (message?.ready) {
         clearTimeout(timer);
-        done();
+        done(message);
       }
     });
   });
@@ -93,6 +109,8 @@ export async function startApp(launch: AppLaunch): Promise<AppProcess> {
     name: launch.name,
     url: `http://127.0.0.1:${port}`,
     child,
+    pids: [child.pid!, ...(ready.pids ?? [])],
+    stats: () => ask(child, { command: 'stats' }, 'stats') as Promise<AppStats>,
     stop: () =>
       new Promise<void>((done) => {
         if (child.exitCode !== null) return done();
@@ -106,20 +124,36 @@ export async function startApp(launch: AppLaunch): Promise<AppProcess> {
   };
 }
 
-/** Sends a command to the app and waits for the reply that carries `field`. */
+/** Starts apps one after the other (parallel start-ups would only fight for the 2 cores). */
+export async function startApps(launches: AppLaunch[]): Promise<AppProcess[]> {
+  const apps: AppProcess[] = [];
+  try {
+    for (const launch of launches) apps.push(await startApp(launch));
+    return apps;
+  } catch (error) {
+    await stopApps(apps);
+    throw error;
+  }
+}
+
+export async function stopApps(apps: AppProcess[]): Promise<void> {
+  await Promise.all(apps.map((app) => app.stop()));
+}
+
+/** Sends a command to a process and waits for the reply that carries `field`. */
 export function ask(
-  app: AppProcess,
+  child: ChildProcess,
   command: Record<string, unknown>,
   field: string,
 ): Promise<unknown> {
   return new Promise((done) => {
     const listener = (message: Record<string, unknown>) => {
       if (message && field in message) {
-        app.child.off('message', listener);
+        child.off('message', listener);
         done(message[field]);
       }
     };
-    app.child.on('message', listener);
-    app.child.send(command);
+    child.on('message', listener);
+    child.send(command);
   });
 }

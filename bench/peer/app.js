@@ -14,7 +14,7 @@ pg.Client.prototype.query = function (...args) {
   return clientQuery.apply(this, args);
 };
 
-const { Body, Controller, Get, HttpCode, Module, Post } = require('@nestjs/common');
+const { Body, Controller, HttpCode, Module, Post } = require('@nestjs/common');
 const { NestFactory } = require('@nestjs/core');
 const { NodeIdempotencyModule, Idempotent } = require('@node-idempotency/nestjs');
 const { BenchPostgresStorage } = require('./postgres-storage.js');
@@ -43,11 +43,10 @@ class OrdersController {
     runs.orders++;
     return handleOrder(body);
   }
+}
 
-  stats() {
-    const cpu = process.cpuUsage();
-    return { runs: { ...runs }, queries, cpuMicros: cpu.user + cpu.system };
-  }
+function statsSnapshot() {
+  return { runs: { ...runs }, queries };
 }
 
 function decorateMethod(decorators, name, paramTypes) {
@@ -59,7 +58,6 @@ function decorateMethod(decorators, name, paramTypes) {
 const bodyParam = (target, key) => Body()(target, key, 0);
 decorateMethod([Post('plain'), HttpCode(201), bodyParam], 'plain', [Object]);
 decorateMethod([Post('orders'), HttpCode(201), Idempotent(), bodyParam], 'orders', [Object]);
-decorateMethod([Get('__stats')], 'stats', []);
 Reflect.decorate([Controller()], OrdersController);
 
 async function main() {
@@ -92,6 +90,7 @@ async function main() {
   const app = await NestFactory.create(BenchModule, { logger: ['error', 'warn'] });
   await app.listen(port, '127.0.0.1');
   process.on('message', (message) => {
+    if (message.command === 'stats') process.send({ stats: statsSnapshot() });
     if (message.command === 'stop') app.close().finally(() => process.exit(0));
   });
   if (process.send) process.send({ ready: true });

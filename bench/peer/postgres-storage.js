@@ -11,11 +11,13 @@ const { Pool } = require('pg');
 class BenchPostgresStorage {
   constructor({ connectionString, max, logged = false, table = 'idempotency' }) {
     const schema = logged ? 'bench_node_idempotency_logged' : 'bench_node_idempotency';
-    // application_name only labels the connections so the harness can find their backends.
+    // application_name only labels the connections so the harness can find their backends;
+    // idleTimeoutMillis: 0 keeps the pool open between interleaved runs, as bench/app.ts does.
     this.pool = new Pool({
       connectionString,
       max,
       application_name: logged ? 'bench-peer-logged' : 'bench-peer',
+      idleTimeoutMillis: 0,
     });
     this.tableType = logged ? '' : 'UNLOGGED';
     this.schema = schema;

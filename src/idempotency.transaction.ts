@@ -5,6 +5,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
 import type { SqlExecutor } from './postgres-idempotency.store.js';
+import { guardedPoolOf } from './postgres-pool.guard.js';
 
 /** The transaction of the request being handled, found through the async context. */
 const currentTransaction = new AsyncLocalStorage<EntityManager>();
@@ -46,6 +47,7 @@ export class OpenTransaction {
   private constructor(private readonly queryRunner: QueryRunner) {}
 
   static async begin(connection: IdempotencyConnection): Promise<OpenTransaction> {
+    guardedPoolOf(connection.dataSource);
     const queryRunner = connection.dataSource.createQueryRunner();
     try {
       await queryRunner.connect();

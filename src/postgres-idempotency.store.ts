@@ -4,6 +4,7 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { idempotencyTableNames } from './idempotency-table.js';
+import { guardedPoolOf, type PgPoolLike } from './postgres-pool.guard.js';
 import {
   IdempotencyStore,
   type ClaimedRecord,
@@ -142,11 +143,7 @@ export function dataSourceExecutor(dataSource: DataSource): SqlExecutor {
     );
   }
   return {
-    query: (statement) => {
-      const pool = (dataSource.driver as { master?: SqlExecutor }).master;
-      if (!pool) throw new Error('The DataSource is not initialized.');
-      return pool.query(statement);
-    },
+    query: (statement) => guardedPoolOf<SqlExecutor & PgPoolLike>(dataSource).query(statement),
   };
 }
 

@@ -78,6 +78,19 @@ export interface IdempotentRouteOptions {
    * @example @Idempotent({ transactional: true })
    */
   transactional?: boolean;
+  /**
+   * Time bound, in milliseconds, of every store step a keyed request waits for: the claim
+   * (all its attempts), opening the transaction of a `transactional` route, and the
+   * settlement after the handler (storing the response; on `transactional` routes storing
+   * and committing together). Waiting for a pool connection counts. A claim or transaction
+   * that hits it answers `503` with `Retry-After`, and the handler does not run; a response
+   * that cannot be stored in time is retried in the background (or, `transactional`, rolled
+   * back with a `503`). A statement that outlives it is cancelled on the server, and its
+   * connection is closed if the server does not answer. Keep it well under `leaseMs`.
+   * @default 5_000
+   * @example @Idempotent({ statementTimeoutMs: 2_000 })
+   */
+  statementTimeoutMs?: number;
 }
 
 /** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */

@@ -78,14 +78,15 @@ export class IdempotencyModule
   }
 
   /**
-   * Without an acquire timeout, a request waits for a pool connection forever while Postgres
-   * is unreachable or the pool is exhausted, instead of failing closed with a 503.
+   * Without a connect timeout, a connection attempt to an unreachable Postgres holds its pool
+   * slot until the operating system gives up. Keyed requests still answer 503 after
+   * statementTimeoutMs, but everything else waiting on that pool waits behind it.
    */
   private warnAboutPoolTimeout(connection: IdempotencyConnection): void {
     const options = connection.dataSource.options as { connectTimeoutMS?: number };
     if (!connection.owned && !options.connectTimeoutMS) {
       this.logger.warn(
-        'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable or its pool is exhausted, keyed requests will wait instead of answering 503. Set connectTimeoutMS (for example 5000) on the DataSource.',
+        'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable, connection attempts hold pool slots until the operating system gives up, and everything on that pool waits (keyed requests answer 503 after statementTimeoutMs). Set connectTimeoutMS (for example 5000) on the DataSource.',
       );
     }
   }

@@ -128,7 +128,9 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
   tableName?: string;
   /**
    * Create the table on start-up (idempotent, safe with several instances starting at once).
-   * Production setups usually add the migration class to their own migrations list instead.
+   * Production setups usually add the migration class to their own migrations list instead;
+   * without this option the module checks at start-up that the table exists, and stops the
+   * application with the fix in the message if it does not.
    * @default false
    * @example IdempotencyModule.forRoot({ connection: url, runMigrations: true })
    */

@@ -3,6 +3,7 @@
 // lock or transaction is held while the handler runs: the lease column does that job.
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
+import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
 import { poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
@@ -167,6 +168,28 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     return rowCount ?? 0;
   }
 
+  /**
+   * Checks that the table exists with the columns the statements use; throws an error that
+   * says how to create it otherwise. Run at start-up when the module does not migrate.
+   */
+  async checkTable(call: StoreCallOptions = {}): Promise<void> {
+    try {
+      await this.run(this.sql.check, [], call.timeoutMs);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code !== '42P01' && code !== '42703' && code !== '3F000') throw error;
+      const table = this.tableName ?? DEFAULT_TABLE_NAME;
+      const migration =
+        table === DEFAULT_TABLE_NAME
+          ? 'CreateIdempotencyRecords1764403200000'
+          : `createIdempotencyRecordsMigration('${table}')`;
+      throw new Error(
+        `IdempotencyModule: table "${table}" ${code === '42703' ? 'lacks columns the module needs' : 'does not exist'} (${(error as Error).message}). Run the migration ${migration} (add it to your DataSource's migrations), or set runMigrations: true to create it on start-up.`,
+        { cause: error },
+      );
+    }
+  }
+
   /** Runs one statement; a statement that outlives its bound becomes the store's timeout. */
   private async run(
     statement: { name: string; text: string },
@@ -308,6 +331,15 @@ function buildStatements(tableName?: string) {
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED)`,
+    },
+    /* Every column the statements use, so a table from another version fails here too. */
+    check: {
+      name: `${prefix}_check`,
+      text: `
+        SELECT scope, idempotency_key, fingerprint, state, fencing_token, locked_until,
+               response_status, response_headers, response_body, created_at, completed_at,
+               expires_at
+          FROM ${table} LIMIT 0`,
     },
     renew: {
       name: `${prefix}_renew`,

@@ -5,7 +5,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
-import { poolExecutor, type PgPool } from './postgres-pool.executor.js';
+import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
 import { StatementTimeoutError } from './postgres-statement.runner.js';
 import {
@@ -64,12 +64,18 @@ const MAX_CLAIM_ATTEMPTS = 5;
 
 export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly sql: ReturnType<typeof buildStatements>;
+  private readonly executor: SqlExecutor;
 
+  /**
+   * @param executor runs the statements: a pg Pool (its statements are then bounded by
+   *   `timeoutMs` and its clients guarded, as with a DataSource), or any SqlExecutor.
+   */
   constructor(
-    private readonly executor: SqlExecutor,
+    executor: SqlExecutor,
     private readonly tableName?: string,
   ) {
     super();
+    this.executor = isPgPool(executor) ? poolExecutor(() => executor) : executor;
     this.sql = statementsFor(tableName);
   }
 

@@ -21,6 +21,16 @@ export interface PgPool extends PgPoolLike {
   ): void;
 }
 
+/** Whether `executor` is a pg Pool (as opposed to a client, a query runner or a wrapper). */
+export function isPgPool(executor: object): executor is PgPool {
+  const candidate = executor as Partial<PgPool> & { idleCount?: unknown };
+  return (
+    typeof candidate.connect === 'function' &&
+    typeof candidate.on === 'function' &&
+    typeof candidate.idleCount === 'number'
+  );
+}
+
 /** An executor on the pool `resolvePool()` returns (looked up per statement: it may change). */
 export function poolExecutor(resolvePool: () => PgPool): SqlExecutor {
   return { query: (statement) => runOnPool(resolvePool(), statement) };

@@ -6,11 +6,23 @@
 // once the database is back the same keys run once, without waiting for their lease.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import {
+  IdempotencyStoreTimeoutError,
+  PostgresIdempotencyStore,
+  idempotencyRecordsDdl,
+} from '../../src/index.js';
 import { parallel, send, type TestResponse } from '../support/http.js';
 import { expectReplayOf, expectRetryable, statusCounts } from '../support/problem.js';
 import { waitFor } from '../support/processes.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
-import { ADAPTERS, createTestApp, sleep, type TestApp } from '../support/test-app.js';
+import {
+  ADAPTERS,
+  createTestApp,
+  dropTable,
+  sleep,
+  uniqueTableName,
+  type TestApp,
+} from '../support/test-app.js';
 
 const BOOKINGS = '/x/partners/p1/bookings';
 const TIMEOUT_MS = 1_000;
@@ -180,5 +192,47 @@ describe.each(ADAPTERS)('statementTimeoutMs under %s', (adapter) => {
       }
       expect(t.runs.count('book')).toBe(runsBefore + REQUESTS);
     }, 60_000);
+  });
+});
+
+describe('PostgresIdempotencyStore on a plain pg Pool', () => {
+  const tableName = uniqueTableName('idem_pool_store');
+  let pool: pg.Pool;
+  let locker: pg.Client;
+
+  beforeAll(async () => {
+    pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
+    for (const statement of idempotencyRecordsDdl(tableName).up) await pool.query(statement);
+    locker = new pg.Client(process.env.DATABASE_URL);
+    await locker.connect();
+  });
+  afterAll(async () => {
+    await locker.end();
+    await pool.end();
+    await dropTable(tableName);
+  });
+
+  it('bounds its statements too: a claim on a locked table times out, and nothing lands', async () => {
+    const store = new PostgresIdempotencyStore(pool, tableName);
+    const claim = {
+      scope: '',
+      key: randomUUID(),
+      fingerprint: Buffer.alloc(32),
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+      timeoutMs: 300,
+    };
+    await locker.query('BEGIN');
+    await locker.query(`LOCK TABLE "${tableName}" IN ACCESS EXCLUSIVE MODE`);
+    const failure = await store.claim(claim).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(IdempotencyStoreTimeoutError);
+    const late = (failure as IdempotencyStoreTimeoutError).lateClaim!;
+    expect(late.record).toMatchObject({ scope: '', key: claim.key });
+    // Cancelled on the server while still waiting for the lock: it never takes effect.
+    expect(await late.applied).toBe(false);
+    await locker.query('COMMIT');
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${tableName}"`);
+    expect(rows[0].n).toBe(0);
+    expect(await store.claim(claim)).toMatchObject({ outcome: 'claimed' });
   });
 });

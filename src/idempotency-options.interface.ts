@@ -137,10 +137,13 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
   runMigrations?: boolean;
   /**
    * The background sweep that deletes expired records. Expiry is enforced on read, so the
-   * sweep only frees space. Turn it off to run `purgeExpiredIdempotencyRecords()` from a
+   * sweep only frees space. Every `intervalMs` it deletes in batches of `batchSize` while
+   * they come back full, for `timeBoxMs` at most, so it can delete up to (its rows/s) x
+   * `timeBoxMs` / `intervalMs` on average; that must exceed the peak rate of new keys (see
+   * the README's sizing rule). Turn it off to run `purgeExpiredIdempotencyRecords()` from a
    * cron job instead.
-   * @default { enabled: true, intervalMs: 300_000, batchSize: 1000, maxBatches: 100 }
-   * @example IdempotencyModule.forRoot({ connection: url, purge: { enabled: false } })
+   * @default { enabled: true, intervalMs: 60_000, batchSize: 5000, timeBoxMs: 20_000 }
+   * @example IdempotencyModule.forRoot({ connection: url, purge: { timeBoxMs: 45_000 } })
    */
   purge?: IdempotencyPurgeOptions;
 }
@@ -149,10 +152,19 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
 export interface IdempotencyPurgeOptions {
   /** Run the sweep in this process. @default true */
   enabled?: boolean;
-  /** Time between sweeps, in milliseconds. @default 300_000 (5 minutes) */
+  /** Time between the starts of two sweeps, in milliseconds. @default 60_000 */
   intervalMs?: number;
-  /** Rows deleted per statement. @default 1000 */
+  /**
+   * Rows deleted per statement; one batch must finish well within `statementTimeoutMs`.
+   * @default 5000
+   */
   batchSize?: number;
-  /** Statements per sweep at most. @default 100 */
+  /**
+   * How long one sweep keeps deleting, in milliseconds: it goes on while batches come back
+   * full and starts no batch after this (it yields between batches).
+   * @default 20_000
+   */
+  timeBoxMs?: number;
+  /** Batches per sweep at most, on top of the time box. @default unlimited */
   maxBatches?: number;
 }

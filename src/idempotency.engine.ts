@@ -178,7 +178,12 @@ export class IdempotencyEngine {
       this.logger.error(
         `Could not store the response for key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
       );
-      this.retryComplete(record, settlement.response, options);
+      this.retryComplete(
+        record,
+        settlement.response,
+        options,
+        error instanceof IdempotencyStoreTimeoutError,
+      );
       return undefined;
     }
     this.warnLeaseLost(record, 'complete');
@@ -293,6 +298,7 @@ export class IdempotencyEngine {
     record: ClaimedRecord,
     response: StoredResponse,
     options: ResolvedOptions,
+    firstTimedOut: boolean,
   ): void {
     this.retryInBackground(
       record,
@@ -301,8 +307,16 @@ export class IdempotencyEngine {
         const stored = await this.store.complete(record, response, options.retentionMs, {
           timeoutMs: options.statementTimeoutMs,
         });
-        if (stored) this.logger.log(`Stored the response for key "${record.key}" on retry`);
-        else this.warnLeaseLost(record, 'complete');
+        if (stored) {
+          this.logger.log(`Stored the response for key "${record.key}" on retry`);
+        } else if (firstTimedOut) {
+          // A statement that timed out can still be applied once the database answers.
+          this.logger.warn(
+            `Key "${record.key}" (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
+          );
+        } else {
+          this.warnLeaseLost(record, 'complete');
+        }
         return true;
       },
       `Gave up storing the response for key "${record.key}" (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,

@@ -1,7 +1,7 @@
 // Purge throughput: how many expired rows per second the module's sweep deletes from a table
 // of at least 1M expired rows, per batch size, and what that gives as sustained capacity for
-// a sweep interval and time box. A section of the bench report (runPurgeBench), and runnable
-// alone: `npm run bench:purge` prints the section.
+// a sweep interval and time box. A section of the bench report (purgeSection, for run.ts's
+// list; runPurgeBench does the work), and runnable alone: `npm run bench:purge` prints it.
 // Knobs: BENCH_PURGE_ROWS (1,000,000 expired rows), BENCH_PURGE_SECONDS (3: time box of the
 // sweep measured per batch size), DATABASE_URL to pick the database.
 import { randomBytes } from 'node:crypto';
@@ -15,6 +15,7 @@ import {
   sweepExpired,
 } from '../src/idempotency.purge.js';
 import { resolveDatabase } from './processes.js';
+import type { BenchContext, BenchSection } from './section.js';
 
 const ROWS = Number(process.env.BENCH_PURGE_ROWS ?? 1_000_000);
 const SECONDS = Number(process.env.BENCH_PURGE_SECONDS ?? 3);
@@ -34,7 +35,7 @@ interface Measured {
   batchMaxMs: number;
 }
 
-const log = (message: string) =>
+const logAlone = (message: string) =>
   console.log(`[purge bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 
 function percentile(values: number[], p: number): number {
@@ -89,8 +90,17 @@ async function count(dataSource: DataSource, table: string): Promise<number> {
   return n;
 }
 
-export async function runPurgeBench(): Promise<{ markdown: string }> {
-  const db = await resolveDatabase();
+/**
+ * Measures the purge and returns the report's section (below its `##` heading). Runs on the
+ * bench's database when given one, else finds one as the bench does.
+ */
+export async function runPurgeBench(
+  context: Partial<Pick<BenchContext, 'database' | 'log'>> = {},
+): Promise<{ markdown: string }> {
+  const log = context.log ?? logAlone;
+  const db = context.database
+    ? { ...context.database, stop: async () => undefined }
+    : await resolveDatabase();
   const table = `bench_purge_${randomBytes(4).toString('hex')}`;
   const dataSource = await new DataSource({
     type: 'postgres',
@@ -163,8 +173,6 @@ function render(
     (rowsPerSecond * DEFAULT_PURGE_TIME_BOX_MS) / DEFAULT_PURGE_INTERVAL_MS;
   const oldCapacity = (OLD.batchSize * OLD.maxBatches) / (OLD.intervalMs / 1000);
   const lines = [
-    '## Purge throughput',
-    '',
     `A table of ${n(ROWS)} expired records (${source}), topped up and vacuumed before each sweep; one sweep per batch size, time-boxed to ${SECONDS} s. Rows/s is what one sweep deletes while it runs.`,
     '',
     '| batch size | rows in table | deleted | seconds | rows/s | batch p50 | batch max |',
@@ -185,7 +193,15 @@ function render(
   return lines.join('\n');
 }
 
+export const purgeSection: BenchSection = {
+  id: 'purge',
+  title: 'Purge throughput',
+  // Seeding 1M rows (~35 s here), then a top-up and a sweep per batch size.
+  estimateSeconds: () => (ROWS / 1_000_000) * 35 * 2 + BATCH_SIZES.length * (SECONDS + 10),
+  run: (context) => runPurgeBench(context),
+};
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { markdown } = await runPurgeBench();
-  console.log(`\n${markdown}`);
+  console.log(`\n## ${purgeSection.title}\n\n${markdown}`);
 }

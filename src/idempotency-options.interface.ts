@@ -78,6 +78,19 @@ export interface IdempotentRouteOptions {
    * @example @Idempotent({ transactional: true })
    */
   transactional?: boolean;
+  /**
+   * Time bound, in milliseconds, of every store step a keyed request waits for: the claim
+   * (all its attempts), opening the transaction of a `transactional` route, and the
+   * settlement after the handler (storing the response; on `transactional` routes storing
+   * and committing together). Waiting for a pool connection counts. A claim or transaction
+   * that hits it answers `503` with `Retry-After`, and the handler does not run; a response
+   * that cannot be stored in time is retried in the background (or, `transactional`, rolled
+   * back with a `503`). A statement that outlives it is cancelled on the server, and its
+   * connection is closed if the server does not answer. Keep it well under `leaseMs`.
+   * @default 5_000
+   * @example @Idempotent({ statementTimeoutMs: 2_000 })
+   */
+  statementTimeoutMs?: number;
 }
 
 /** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */
@@ -115,17 +128,22 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
   tableName?: string;
   /**
    * Create the table on start-up (idempotent, safe with several instances starting at once).
-   * Production setups usually add the migration class to their own migrations list instead.
+   * Production setups usually add the migration class to their own migrations list instead;
+   * without this option the module checks at start-up that the table exists, and stops the
+   * application with the fix in the message if it does not.
    * @default false
    * @example IdempotencyModule.forRoot({ connection: url, runMigrations: true })
    */
   runMigrations?: boolean;
   /**
    * The background sweep that deletes expired records. Expiry is enforced on read, so the
-   * sweep only frees space. Turn it off to run `purgeExpiredIdempotencyRecords()` from a
+   * sweep only frees space. Every `intervalMs` it deletes in batches of `batchSize` while
+   * they come back full, for `timeBoxMs` at most, so it can delete up to (its rows/s) x
+   * `timeBoxMs` / `intervalMs` on average; that must exceed the peak rate of new keys (see
+   * the README's sizing rule). Turn it off to run `purgeExpiredIdempotencyRecords()` from a
    * cron job instead.
-   * @default { enabled: true, intervalMs: 300_000, batchSize: 1000, maxBatches: 100 }
-   * @example IdempotencyModule.forRoot({ connection: url, purge: { enabled: false } })
+   * @default { enabled: true, intervalMs: 60_000, batchSize: 5000, timeBoxMs: 20_000 }
+   * @example IdempotencyModule.forRoot({ connection: url, purge: { timeBoxMs: 45_000 } })
    */
   purge?: IdempotencyPurgeOptions;
 }
@@ -134,10 +152,19 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
 export interface IdempotencyPurgeOptions {
   /** Run the sweep in this process. @default true */
   enabled?: boolean;
-  /** Time between sweeps, in milliseconds. @default 300_000 (5 minutes) */
+  /** Time between the starts of two sweeps, in milliseconds. @default 60_000 */
   intervalMs?: number;
-  /** Rows deleted per statement. @default 1000 */
+  /**
+   * Rows deleted per statement; one batch must finish well within `statementTimeoutMs`.
+   * @default 5000
+   */
   batchSize?: number;
-  /** Statements per sweep at most. @default 100 */
+  /**
+   * How long one sweep keeps deleting, in milliseconds: it goes on while batches come back
+   * full and starts no batch after this (it yields between batches).
+   * @default 20_000
+   */
+  timeBoxMs?: number;
+  /** Batches per sweep at most, on top of the time box. @default unlimited */
   maxBatches?: number;
 }

@@ -15,13 +15,47 @@ export interface ClaimedRecord {
   token: string;
 }
 
-export interface ClaimRequest {
+/** Settings of one store call. */
+export interface StoreCallOptions {
+  /**
+   * Settle within this many milliseconds, including any wait for a connection, or reject
+   * with IdempotencyStoreTimeoutError. The engine relies on it: it is how no request waits
+   * on the store for longer than `statementTimeoutMs`.
+   */
+  timeoutMs?: number;
+}
+
+export interface ClaimRequest extends StoreCallOptions {
   scope: string;
   key: string;
   /** SHA-256 of the operation (see computeFingerprint). */
   fingerprint: Buffer;
   leaseMs: number;
   retentionMs: number;
+}
+
+/**
+ * A claim whose caller stopped waiting may still take effect (the statement reached a
+ * database that answered too late). Its record then holds the key until its lease passes,
+ * unless released: the engine releases it once `applied` says it may have taken effect.
+ */
+export interface LateClaim {
+  record: ClaimedRecord;
+  /** true: it took effect; false: it did not; 'unknown': it may, at any time. */
+  applied: Promise<boolean | 'unknown'>;
+}
+
+/** A store call outlived its `timeoutMs`. */
+export class IdempotencyStoreTimeoutError extends Error {
+  constructor(
+    readonly timeoutMs: number,
+    /** Set by `claim` when its statement may still take effect. */
+    readonly lateClaim?: LateClaim,
+    options?: { cause?: unknown },
+  ) {
+    super(`The idempotency store did not answer within ${timeoutMs} ms`, options);
+    this.name = 'IdempotencyStoreTimeoutError';
+  }
 }
 
 export type ClaimResult =
@@ -46,17 +80,18 @@ export abstract class IdempotencyStore {
     record: ClaimedRecord,
     response: StoredResponse,
     retentionMs: number,
+    call?: StoreCallOptions,
   ): Promise<boolean>;
 
   /** Extends the lease of a record still owned by `record.token`; false if no longer owned. */
-  abstract renew(record: ClaimedRecord, leaseMs: number): Promise<boolean>;
+  abstract renew(record: ClaimedRecord, leaseMs: number, call?: StoreCallOptions): Promise<boolean>;
 
   /** Deletes an in-flight record so the key can run again; false if no longer owned. */
-  abstract release(record: ClaimedRecord): Promise<boolean>;
+  abstract release(record: ClaimedRecord, call?: StoreCallOptions): Promise<boolean>;
 
   /**
    * Deletes up to `batchSize` expired records, never one whose lease is still live, and
    * returns how many it deleted. Only frees space: expiry is enforced when reading.
    */
-  abstract purgeExpired(batchSize: number): Promise<number>;
+  abstract purgeExpired(batchSize: number, call?: StoreCallOptions): Promise<number>;
 }

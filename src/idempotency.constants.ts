@@ -6,6 +6,7 @@ export const DEFAULT_TABLE_NAME = 'idempotency_records';
 export const DEFAULT_RETENTION_MS = 48 * 60 * 60 * 1000;
 export const DEFAULT_LEASE_MS = 60_000;
 export const DEFAULT_RETRY_AFTER_SECONDS = 1;
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 5_000;
 export const MAX_KEY_LENGTH = 255;
 
 /** Methods that are safe by definition and never tracked. */

@@ -16,12 +16,18 @@ import { keepLeaseAlive } from './idempotency.lease.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
-import { IdempotencyStore, type ClaimedRecord, type StoredResponse } from './idempotency-store.js';
+import {
+  IdempotencyStore,
+  IdempotencyStoreTimeoutError,
+  type ClaimedRecord,
+  type LateClaim,
+  type StoredResponse,
+} from './idempotency-store.js';
 import { OpenTransaction } from './idempotency.transaction.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
-const COMPLETE_RETRY_FIRST_MS = 250;
-const COMPLETE_RETRY_MAX_MS = 5_000;
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
 
 /** One keyed call, as every context describes it. */
 export interface IdempotentCall {
@@ -74,9 +80,13 @@ export class IdempotencyEngine {
         fingerprint,
         leaseMs: options.leaseMs,
         retentionMs: options.retentionMs,
+        timeoutMs: options.statementTimeoutMs,
       });
     } catch (error) {
       this.logger.error(`Could not claim key "${key}": ${describe(error)}`);
+      if (error instanceof IdempotencyStoreTimeoutError && error.lateClaim) {
+        this.releaseLateClaim(error.lateClaim, options);
+      }
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
     }
     switch (result.outcome) {
@@ -98,23 +108,23 @@ export class IdempotencyEngine {
   /** Starts renewing the record's lease when the route asks for it; returns the stopper. */
   keepLeaseAlive(record: ClaimedRecord, options: ResolvedOptions): () => void {
     return options.renewLease
-      ? keepLeaseAlive(this.store, record, options.leaseMs, this.logger)
+      ? keepLeaseAlive(this.store, record, options, this.logger)
       : () => undefined;
   }
 
   /** Opens the transaction a `transactional` call runs in; releases the key if it cannot. */
   async begin(record: ClaimedRecord, options: ResolvedOptions): Promise<OpenTransaction> {
     if (!(this.store instanceof PostgresIdempotencyStore) || !this.connection) {
-      await this.store.release(record).catch(() => undefined);
+      await this.release(record, options);
       throw new IdempotencyUnsupportedResponseException(
         'transactional: true needs the Postgres store, which shares a transaction with the handler.',
       );
     }
     try {
-      return await OpenTransaction.begin(this.connection);
+      return await OpenTransaction.begin(this.connection, options.statementTimeoutMs);
     } catch (error) {
       this.logger.error(`Could not open a transaction for key "${record.key}": ${describe(error)}`);
-      await this.store.release(record).catch(() => undefined);
+      await this.release(record, options);
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
     }
   }
@@ -149,62 +159,75 @@ export class IdempotencyEngine {
       );
       return undefined;
     }
+    if (settlement.action === 'release') {
+      await this.release(record, options);
+      return undefined;
+    }
     try {
-      if (settlement.action === 'release') {
-        if (!(await this.store.release(record))) this.warnLeaseLost(record, 'release');
-        return undefined;
-      }
-      if (await this.store.complete(record, settlement.response, options.retentionMs)) {
+      if (
+        await this.store.complete(record, settlement.response, options.retentionMs, {
+          timeoutMs: options.statementTimeoutMs,
+        })
+      ) {
         return undefined;
       }
     } catch (error) {
       // The handler ran but its result could not be stored. The record stays claimed, so no
       // duplicate runs meanwhile; the caller gets the real result, and storing it is retried
       // in the background until the lease runs out.
-      const stored = settlement.action === 'store';
       this.logger.error(
-        `Could not ${stored ? 'store the response for' : 'release'} key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
+        `Could not store the response for key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
       );
-      if (settlement.action === 'store') this.retryComplete(record, settlement.response, options);
+      this.retryComplete(
+        record,
+        settlement.response,
+        options,
+        error instanceof IdempotencyStoreTimeoutError,
+      );
       return undefined;
     }
     this.warnLeaseLost(record, 'complete');
     return new IdempotencyLeaseLostException(options.retryAfterSeconds);
   }
 
+  /**
+   * Stores the response in the handler's transaction and commits both, or rolls both back.
+   * The whole settlement (store, commit, and on failure the first release attempt) shares one
+   * `statementTimeoutMs`.
+   */
   private async commit(
     transaction: OpenTransaction,
     record: ClaimedRecord,
     settlement: Settlement,
     options: ResolvedOptions,
   ): Promise<IdempotencyException | undefined> {
+    const deadline = Date.now() + options.statementTimeoutMs;
+    const left = () => Math.max(1, deadline - Date.now());
     let stored = false;
     try {
       if (settlement.action === 'store') {
         stored = await (this.store as PostgresIdempotencyStore)
           .withExecutor(transaction.executor)
-          .complete(record, settlement.response, options.retentionMs);
+          .complete(record, settlement.response, options.retentionMs, { timeoutMs: left() });
       }
       if (stored) {
-        await transaction.commit();
+        await transaction.commit(left());
         return undefined;
       }
-      await transaction.rollback();
+      await transaction.rollback(left());
     } catch (error) {
       this.logger.error(
         `Could not commit key "${record.key}" (scope "${record.scope}"); its writes were rolled back: ${describe(error)}`,
       );
-      await transaction.rollback().catch(() => undefined);
+      await transaction.rollback(left()).catch(() => undefined);
       // If COMMIT itself failed midway, the record may be completed after all: release only
       // deletes a record that is still in progress, so it cannot undo a commit.
-      await this.store.release(record).catch(() => undefined);
+      await this.release(record, options, deadline);
       return new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
     }
     if (settlement.action !== 'store') {
       // Rolled back, so nothing the handler wrote survives: the key can run again.
-      await this.store.release(record).catch((error: unknown) => {
-        this.logger.error(`Could not release key "${record.key}": ${describe(error)}`);
-      });
+      await this.release(record, options, deadline);
       return undefined;
     }
     this.warnLeaseLost(record, 'commit');
@@ -212,34 +235,117 @@ export class IdempotencyEngine {
   }
 
   /**
+   * Frees the key of a record whose handler failed or was rolled back, so a retry runs it
+   * again. A release that fails (the database is away, or `deadline` has passed) is retried
+   * in the background: otherwise the key would stay held until its lease passes, while the
+   * client was told to retry.
+   */
+  private async release(
+    record: ClaimedRecord,
+    options: ResolvedOptions,
+    deadline = Date.now() + options.statementTimeoutMs,
+  ): Promise<void> {
+    const timeoutMs = deadline - Date.now();
+    try {
+      if (timeoutMs <= 0) throw new Error('no time left');
+      if (!(await this.store.release(record, { timeoutMs }))) this.warnLeaseLost(record, 'release');
+    } catch (error) {
+      this.logger.error(
+        `Could not release key "${record.key}" (scope "${record.scope}"), retrying in the background: ${describe(error)}`,
+      );
+      this.retryInBackground(
+        record,
+        options,
+        async () => {
+          if (await this.store.release(record, { timeoutMs: options.statementTimeoutMs })) {
+            this.logger.log(`Released key "${record.key}" on retry`);
+          }
+          return true;
+        },
+        `Gave up releasing key "${record.key}" (scope "${record.scope}"): it stays held until its lease passes.`,
+      );
+    }
+  }
+
+  /**
+   * A claim that timed out may still take effect (a frozen database resuming): release it
+   * if it did, so the client's retry with the same key finds the key free instead of held
+   * for the whole lease. When its fate is unknown, keeps looking for it until the lease
+   * would have passed anyway.
+   */
+  private releaseLateClaim({ record, applied }: LateClaim, options: ResolvedOptions): void {
+    void applied.then((taken) => {
+      if (taken === false) return;
+      this.retryInBackground(record, options, async () => {
+        const released = await this.store.release(record, {
+          timeoutMs: options.statementTimeoutMs,
+        });
+        if (released) {
+          this.logger.warn(
+            `Released key "${record.key}" (scope "${record.scope}"): its claim took effect after the request had timed out.`,
+          );
+        }
+        return released || taken === true;
+      });
+    });
+  }
+
+  /**
    * Keeps trying to store a response whose first write failed (a database blip), with
    * backoff, until shortly before the lease would let another request run the handler again.
-   * Timers are unref'd: a process that is shutting down does not wait for them.
    */
   private retryComplete(
     record: ClaimedRecord,
     response: StoredResponse,
     options: ResolvedOptions,
+    firstTimedOut: boolean,
   ): void {
-    const deadline = Date.now() + options.leaseMs - COMPLETE_RETRY_FIRST_MS;
-    const attempt = (delayMs: number) => {
+    this.retryInBackground(
+      record,
+      options,
+      async () => {
+        const stored = await this.store.complete(record, response, options.retentionMs, {
+          timeoutMs: options.statementTimeoutMs,
+        });
+        if (stored) {
+          this.logger.log(`Stored the response for key "${record.key}" on retry`);
+        } else if (firstTimedOut) {
+          // A statement that timed out can still be applied once the database answers.
+          this.logger.warn(
+            `Key "${record.key}" (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
+          );
+        } else {
+          this.warnLeaseLost(record, 'complete');
+        }
+        return true;
+      },
+      `Gave up storing the response for key "${record.key}" (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+    );
+  }
+
+  /**
+   * Runs `attempt` with backoff until it returns true, or until shortly before the record's
+   * lease passes (after which another request may take the key over anyway). A rejection
+   * counts as "not yet". Timers are unref'd: a process that is shutting down does not wait.
+   */
+  private retryInBackground(
+    record: ClaimedRecord,
+    options: ResolvedOptions,
+    attempt: () => Promise<boolean>,
+    giveUpMessage?: string,
+  ): void {
+    const deadline = Date.now() + options.leaseMs - RETRY_FIRST_MS;
+    const next = (delayMs: number) => {
       if (Date.now() + delayMs > deadline) {
-        this.logger.error(
-          `Gave up storing the response for key "${record.key}" (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
-        );
+        if (giveUpMessage) this.logger.error(giveUpMessage);
         return;
       }
+      const again = () => next(Math.min(delayMs * 2, RETRY_MAX_MS));
       setTimeout(() => {
-        this.store.complete(record, response, options.retentionMs).then(
-          (stored) => {
-            if (stored) this.logger.log(`Stored the response for key "${record.key}" on retry`);
-            else this.warnLeaseLost(record, 'complete');
-          },
-          () => attempt(Math.min(delayMs * 2, COMPLETE_RETRY_MAX_MS)),
-        );
+        attempt().then((done) => done || again(), again);
       }, delayMs).unref();
     };
-    attempt(COMPLETE_RETRY_FIRST_MS);
+    next(RETRY_FIRST_MS);
   }
 
   private warnLeaseLost(record: ClaimedRecord, action: string): void {

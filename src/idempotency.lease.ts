@@ -7,11 +7,11 @@ import type { ClaimedRecord, IdempotencyStore } from './idempotency-store.js';
 export function keepLeaseAlive(
   store: IdempotencyStore,
   record: ClaimedRecord,
-  leaseMs: number,
+  { leaseMs, statementTimeoutMs }: { leaseMs: number; statementTimeoutMs: number },
   logger: Logger,
 ): () => void {
   const timer = setInterval(() => {
-    store.renew(record, leaseMs).then(
+    store.renew(record, leaseMs, { timeoutMs: statementTimeoutMs }).then(
       (owned) => {
         if (owned) return;
         clearInterval(timer);

@@ -23,6 +23,8 @@ import { IdempotencySettlements } from './idempotency.settlements.js';
 import { IdempotencyTransaction } from './idempotency.transaction.js';
 import { assertValidOptions } from './idempotency.options.js';
 import { IdempotencyStore } from './idempotency-store.js';
+import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
+import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
 @Module({
   providers: [
@@ -53,6 +55,7 @@ export class IdempotencyModule
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
     @Inject(IDEMPOTENCY_DATA_SOURCE) private readonly connection: IdempotencyConnection | undefined,
     private readonly settlements: IdempotencySettlements,
+    private readonly store: IdempotencyStore,
   ) {
     super();
   }
@@ -66,7 +69,21 @@ export class IdempotencyModule
       return;
     }
     this.warnAboutPoolTimeout(this.connection);
-    if (!this.options.runMigrations) return;
+    if (!this.options.runMigrations) {
+      // Fail at start-up, with the fix, rather than answer 503 to every keyed request.
+      if (this.store instanceof PostgresIdempotencyStore) {
+        await this.store
+          .checkTable({
+            timeoutMs: this.options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+          })
+          .catch(async (error: unknown) => {
+            // No shutdown hook runs after a failed start: close what the module opened.
+            if (this.connection?.owned) await this.connection.dataSource.destroy();
+            throw error;
+          });
+      }
+      return;
+    }
     // Several instances may start together: an advisory lock makes the DDL run one at a time.
     await this.connection.dataSource.transaction(async (manager) => {
       await manager.query(`SELECT pg_advisory_xact_lock(hashtext('nest-idempotency:migrate'))`);
@@ -78,14 +95,15 @@ export class IdempotencyModule
   }
 
   /**
-   * Without an acquire timeout, a request waits for a pool connection forever while Postgres
-   * is unreachable or the pool is exhausted, instead of failing closed with a 503.
+   * Without a connect timeout, a connection attempt to an unreachable Postgres holds its pool
+   * slot until the operating system gives up. Keyed requests still answer 503 after
+   * statementTimeoutMs, but everything else waiting on that pool waits behind it.
    */
   private warnAboutPoolTimeout(connection: IdempotencyConnection): void {
     const options = connection.dataSource.options as { connectTimeoutMS?: number };
     if (!connection.owned && !options.connectTimeoutMS) {
       this.logger.warn(
-        'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable or its pool is exhausted, keyed requests will wait instead of answering 503. Set connectTimeoutMS (for example 5000) on the DataSource.',
+        'The DataSource given to IdempotencyModule has no connectTimeoutMS: while Postgres is unreachable, connection attempts hold pool slots until the operating system gives up, and everything on that pool waits (keyed requests answer 503 after statementTimeoutMs). Set connectTimeoutMS (for example 5000) on the DataSource.',
       );
     }
   }

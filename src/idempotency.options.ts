@@ -4,6 +4,7 @@ import {
   DEFAULT_LEASE_MS,
   DEFAULT_RETENTION_MS,
   DEFAULT_RETRY_AFTER_SECONDS,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
 } from './idempotency.constants.js';
 import type {
   IdempotencyModuleOptions,
@@ -22,6 +23,7 @@ export interface ResolvedOptions {
   scope: IdempotencyScopeResolver;
   transactional: boolean;
   renewLease: boolean;
+  statementTimeoutMs: number;
 }
 
 /** The authenticated principal (Passport-style `request.user`), else one shared scope. */
@@ -46,6 +48,7 @@ export function resolveOptions(
     scope: pick('scope') ?? defaultScope,
     transactional: pick('transactional') ?? false,
     renewLease: pick('renewLease') ?? false,
+    statementTimeoutMs: pick('statementTimeoutMs') ?? DEFAULT_STATEMENT_TIMEOUT_MS,
   };
   assertValidOptions(resolved);
   return resolved;
@@ -53,7 +56,12 @@ export function resolveOptions(
 
 /** Throws at start-up (or where @Idempotent() is applied) rather than on the first request. */
 export function assertValidOptions(options: IdempotentRouteOptions): void {
-  for (const name of ['retentionMs', 'leaseMs', 'retryAfterSeconds'] as const) {
+  for (const name of [
+    'retentionMs',
+    'leaseMs',
+    'retryAfterSeconds',
+    'statementTimeoutMs',
+  ] as const) {
     const value = options[name];
     if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
       throw new Error(`Idempotency option ${name} must be a positive number, got ${value}.`);

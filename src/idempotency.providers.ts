@@ -5,6 +5,7 @@ import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { IdempotencyStore } from './idempotency-store.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
+import { guardedPoolOf } from './postgres-pool.guard.js';
 
 /** Injection token of the DataSource the module uses (internal). */
 export const IDEMPOTENCY_DATA_SOURCE = Symbol('IDEMPOTENCY_DATA_SOURCE');
@@ -34,7 +35,11 @@ export const idempotencyProviders: Provider[] = [
         );
       }
       if (options.store) return undefined;
-      if (options.dataSource) return { dataSource: options.dataSource, owned: false };
+      if (options.dataSource) {
+        // A given DataSource may not be initialized yet; the store guards its pool on first use.
+        if (options.dataSource.isInitialized) guardedPoolOf(options.dataSource);
+        return { dataSource: options.dataSource, owned: false };
+      }
       if (!options.connection) {
         throw new Error(
           'IdempotencyModule: `connection` is empty; give a Postgres URL or options.',
@@ -51,6 +56,7 @@ export const idempotencyProviders: Provider[] = [
         applicationName: settings.applicationName ?? 'nest-idempotency',
       });
       await dataSource.initialize();
+      guardedPoolOf(dataSource);
       return { dataSource, owned: true };
     },
   },

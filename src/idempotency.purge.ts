@@ -1,5 +1,7 @@
-// Frees the space of expired records in bounded batches: the module's background sweep, and
-// the same work as one function for applications that prefer their own cron job.
+// Frees the space of expired records: the module's background sweep, and the same work as
+// one function for applications that prefer their own cron job. A sweep deletes in batches
+// for as long as they come back full, up to a time box, so its capacity scales with the
+// backlog instead of being capped at a fixed number of rows per interval.
 import {
   Inject,
   Injectable,
@@ -12,45 +14,79 @@ import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { IdempotencyStore } from './idempotency-store.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
+import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 
-export const DEFAULT_PURGE_INTERVAL_MS = 5 * 60_000;
-export const DEFAULT_PURGE_BATCH_SIZE = 1_000;
-export const DEFAULT_PURGE_MAX_BATCHES = 100;
+export const DEFAULT_PURGE_INTERVAL_MS = 60_000;
+export const DEFAULT_PURGE_BATCH_SIZE = 5_000;
+export const DEFAULT_PURGE_TIME_BOX_MS = 20_000;
 
 export interface PurgeOptions {
   /** Table name, when not the default. @default 'idempotency_records' */
   tableName?: string;
-  /** Rows deleted per statement; small batches keep each statement short. @default 1000 */
+  /** Rows deleted per statement; each statement must finish within `statementTimeoutMs`. @default 5000 */
   batchSize?: number;
-  /** Batches per run at most, so one run stays bounded. @default 100 */
+  /**
+   * How long one sweep keeps deleting, in milliseconds: it goes on while batches come back
+   * full, and starts no batch after this. @default 20_000
+   */
+  timeBoxMs?: number;
+  /** Batches per sweep at most, on top of the time box. @default unlimited */
   maxBatches?: number;
+  /** Time bound of each batch statement, pool wait included. @default 5_000 */
+  statementTimeoutMs?: number;
+}
+
+/** What one sweep did. */
+export interface PurgeSweep {
+  deleted: number;
+  batches: number;
+  elapsedMs: number;
+  /** `'time box'` or `'max batches'`: expired records were left for the next sweep. */
+  stoppedBy: 'drained' | 'time box' | 'max batches';
 }
 
 /**
- * Deletes expired records in batches until none are left (or `maxBatches` ran) and returns
- * how many it deleted. Safe to run from several processes at once.
- * @example await purgeExpiredIdempotencyRecords(dataSource, { batchSize: 5000 })
+ * Deletes expired records in batches while they come back full, for `timeBoxMs` at most, and
+ * returns how many it deleted. Safe to run from several processes at once.
+ * @example await purgeExpiredIdempotencyRecords(dataSource, { batchSize: 5000, timeBoxMs: 60_000 })
  */
 export async function purgeExpiredIdempotencyRecords(
   dataSource: DataSource,
   options: PurgeOptions = {},
 ): Promise<number> {
   const store = PostgresIdempotencyStore.fromDataSource(dataSource, options.tableName);
-  return sweep(store, options.batchSize, options.maxBatches);
+  return (await sweepExpired(store, options)).deleted;
 }
 
-async function sweep(
+/** One sweep over `store` (see purgeExpiredIdempotencyRecords). */
+export async function sweepExpired(
   store: IdempotencyStore,
-  batchSize = DEFAULT_PURGE_BATCH_SIZE,
-  maxBatches = DEFAULT_PURGE_MAX_BATCHES,
-): Promise<number> {
-  let total = 0;
-  for (let batch = 0; batch < maxBatches; batch++) {
-    const deleted = await store.purgeExpired(batchSize);
-    total += deleted;
+  options: Omit<PurgeOptions, 'tableName'> = {},
+): Promise<PurgeSweep> {
+  const batchSize = options.batchSize ?? DEFAULT_PURGE_BATCH_SIZE;
+  const timeBoxMs = options.timeBoxMs ?? DEFAULT_PURGE_TIME_BOX_MS;
+  const maxBatches = options.maxBatches ?? Infinity;
+  const timeoutMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
+  const started = Date.now();
+  const result: PurgeSweep = { deleted: 0, batches: 0, elapsedMs: 0, stoppedBy: 'drained' };
+  for (;;) {
+    const deleted = await store.purgeExpired(batchSize, { timeoutMs });
+    result.deleted += deleted;
+    result.batches++;
+    result.elapsedMs = Date.now() - started;
     if (deleted < batchSize) break;
+    if (result.elapsedMs >= timeBoxMs) {
+      result.stoppedBy = 'time box';
+      break;
+    }
+    if (result.batches >= maxBatches) {
+      result.stoppedBy = 'max batches';
+      break;
+    }
+    // Between batches, whatever else waits for the event loop or the pool goes first.
+    await new Promise((resolve) => setImmediate(resolve));
   }
-  return total;
+  return result;
 }
 
 /** Runs the sweep every `purge.intervalMs` while the application runs. */
@@ -68,6 +104,14 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
   onApplicationBootstrap(): void {
     const purge = this.options.purge ?? {};
     if (purge.enabled === false) return;
+    for (const name of ['intervalMs', 'batchSize', 'timeBoxMs', 'maxBatches'] as const) {
+      const value = purge[name];
+      if (value !== undefined && !(value > 0)) {
+        throw new Error(
+          `Idempotency option purge.${name} must be a positive number, got ${value}.`,
+        );
+      }
+    }
     const interval = purge.intervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
     this.timer = setInterval(() => void this.runOnce(), interval);
     this.timer.unref();
@@ -77,7 +121,18 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
   runOnce(): Promise<number> {
     if (!this.running) {
       const purge = this.options.purge ?? {};
-      this.running = sweep(this.store, purge.batchSize, purge.maxBatches)
+      this.running = sweepExpired(this.store, {
+        ...purge,
+        statementTimeoutMs: this.options.statementTimeoutMs,
+      })
+        .then((sweep) => {
+          if (sweep.stoppedBy !== 'drained') {
+            this.logger.warn(
+              `Purge deleted ${sweep.deleted} expired idempotency records in ${sweep.elapsedMs} ms and stopped at its ${sweep.stoppedBy} with more left. If this repeats, the sweep cannot keep up with new keys: raise purge.timeBoxMs or purge.batchSize, or lower purge.intervalMs.`,
+            );
+          }
+          return sweep.deleted;
+        })
         .catch((error: unknown) => {
           this.logger.warn(`Purge of expired idempotency records failed: ${String(error)}`);
           return 0;

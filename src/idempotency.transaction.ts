@@ -5,6 +5,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
 import type { SqlExecutor } from './postgres-idempotency.store.js';
+import { guardedPoolOf } from './postgres-pool.guard.js';
+import {
+  isServerError,
+  runStatement,
+  withinTimeout,
+  type PgClientLike,
+} from './postgres-statement.runner.js';
 
 /** The transaction of the request being handled, found through the async context. */
 const currentTransaction = new AsyncLocalStorage<EntityManager>();
@@ -43,18 +50,42 @@ export class IdempotencyTransaction {
 
 /** An open transaction on its own connection, as the interceptor drives it. */
 export class OpenTransaction {
+  /** Set once the connection was cut: the transaction can only have rolled back. */
+  private cut?: Error;
+
   private constructor(private readonly queryRunner: QueryRunner) {}
 
-  static async begin(connection: IdempotencyConnection): Promise<OpenTransaction> {
+  /**
+   * Takes a pool connection and starts a transaction on it, within `timeoutMs`: past it, a
+   * connection still on its way is given back when it arrives, and one stuck on a frozen
+   * server is cut.
+   */
+  static async begin(
+    connection: IdempotencyConnection,
+    timeoutMs?: number,
+  ): Promise<OpenTransaction> {
+    guardedPoolOf(connection.dataSource);
     const queryRunner = connection.dataSource.createQueryRunner();
+    const transaction = new OpenTransaction(queryRunner);
+    const connecting = queryRunner.connect();
     try {
-      await queryRunner.connect();
-      await queryRunner.startTransaction();
+      await withinTimeout(
+        connecting.then(() => queryRunner.startTransaction()),
+        timeoutMs,
+        (error) => transaction.cutConnection(error),
+      );
     } catch (error) {
-      await queryRunner.release().catch(() => undefined);
+      // A connection still on its way goes back (closed, if cut) once it arrives.
+      void connecting.then(
+        () => {
+          if (transaction.cut) transaction.cutConnection(transaction.cut);
+          return queryRunner.release();
+        },
+        () => undefined,
+      );
       throw error;
     }
-    return new OpenTransaction(queryRunner);
+    return transaction;
   }
 
   /** Runs `fn` so that IdempotencyTransaction.manager is this transaction's manager. */
@@ -62,29 +93,61 @@ export class OpenTransaction {
     return currentTransaction.run(this.queryRunner.manager, fn);
   }
 
-  /** Runs the store's statements inside this transaction. */
+  /**
+   * Runs the store's statements inside this transaction, on its connection, each within its
+   * `timeoutMs`; one that outlives it leaves the transaction rolled back and its connection
+   * closed (see runStatement).
+   */
   get executor(): SqlExecutor {
     return {
-      query: async ({ text, values }) => {
-        const result = await this.queryRunner.query(text, values, true);
-        return { rows: result.records ?? [], rowCount: result.affected ?? null };
+      query: (statement) => {
+        if (this.cut || !this.client) {
+          return Promise.reject(this.cut ?? new Error('The transaction has no connection.'));
+        }
+        return runStatement(this.client, statement, (error) => {
+          if (error && !isServerError(error)) this.cutConnection(error);
+        });
       },
     };
   }
 
-  async commit(): Promise<void> {
+  /** Commits within `timeoutMs`; past it, the connection is cut and the outcome unknown. */
+  async commit(timeoutMs?: number): Promise<void> {
     try {
-      await this.queryRunner.commitTransaction();
+      if (this.cut) throw this.cut;
+      await withinTimeout(this.queryRunner.commitTransaction(), timeoutMs, (error) =>
+        this.cutConnection(error),
+      );
     } finally {
       await this.queryRunner.release();
     }
   }
 
-  async rollback(): Promise<void> {
+  /** Rolls back within `timeoutMs`; past it, cutting the connection rolls back instead. */
+  async rollback(timeoutMs?: number): Promise<void> {
     try {
-      if (this.queryRunner.isTransactionActive) await this.queryRunner.rollbackTransaction();
+      if (!this.cut && this.queryRunner.isTransactionActive) {
+        await withinTimeout(this.queryRunner.rollbackTransaction(), timeoutMs, (error) =>
+          this.cutConnection(error),
+        );
+      }
     } finally {
       await this.queryRunner.release();
     }
+  }
+
+  /** The pg client under the query runner, once connected. */
+  private get client(): PgClientLike | undefined {
+    return (this.queryRunner as unknown as { databaseConnection?: PgClientLike })
+      .databaseConnection;
+  }
+
+  /**
+   * Closes the connection, which ends the transaction on the server; the pool drops it when
+   * the query runner is released. Before the connection arrives, only marks the cut.
+   */
+  private cutConnection(error: Error): void {
+    this.cut = error;
+    void this.client?.end();
   }
 }

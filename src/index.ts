@@ -20,16 +20,21 @@ export {
 export { defaultScope } from './idempotency.options.js';
 export {
   IdempotencyStore,
+  IdempotencyStoreTimeoutError,
   type ClaimRequest,
   type ClaimResult,
   type ClaimedRecord,
+  type LateClaim,
+  type StoreCallOptions,
   type StoredResponse,
 } from './idempotency-store.js';
 export {
   PostgresIdempotencyStore,
   type SqlExecutor,
+  type SqlResult,
   type SqlStatement,
 } from './postgres-idempotency.store.js';
+export { StatementTimeoutError, type StatementAftermath } from './postgres-statement.runner.js';
 export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
 export { IdempotencyRecord } from './idempotency-record.entity.js';
 export {

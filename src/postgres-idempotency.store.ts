@@ -3,18 +3,27 @@
 // lock or transaction is held while the handler runs: the lease column does that job.
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
+import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
+import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
+import { guardedPoolOf } from './postgres-pool.guard.js';
+import { StatementTimeoutError } from './postgres-statement.runner.js';
 import {
   IdempotencyStore,
+  IdempotencyStoreTimeoutError,
   type ClaimedRecord,
   type ClaimRequest,
   type ClaimResult,
+  type StoreCallOptions,
   type StoredResponse,
 } from './idempotency-store.js';
 
-/** What the store needs to run a statement: a pg Pool, a pg Client or a TypeORM QueryRunner. */
+/**
+ * What the store needs to run a statement: a pg Pool, a pg Client or a TypeORM QueryRunner.
+ * An executor honours `timeoutMs` (see runStatement), or the store's calls are unbounded.
+ */
 export interface SqlExecutor {
-  query(statement: SqlStatement): Promise<{ rows: any[]; rowCount: number | null }>;
+  query(statement: SqlStatement): Promise<SqlResult>;
 }
 
 export interface SqlStatement {
@@ -22,6 +31,16 @@ export interface SqlStatement {
   name: string;
   text: string;
   values: unknown[];
+  /**
+   * Fail with StatementTimeoutError after this many milliseconds, counted from the moment
+   * the statement asks for a connection. Unbounded when absent.
+   */
+  timeoutMs?: number;
+}
+
+export interface SqlResult {
+  rows: any[];
+  rowCount: number | null;
 }
 
 interface ClaimRow {
@@ -45,12 +64,18 @@ const MAX_CLAIM_ATTEMPTS = 5;
 
 export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly sql: ReturnType<typeof buildStatements>;
+  private readonly executor: SqlExecutor;
 
+  /**
+   * @param executor runs the statements: a pg Pool (its statements are then bounded by
+   *   `timeoutMs` and its clients guarded, as with a DataSource), or any SqlExecutor.
+   */
   constructor(
-    private readonly executor: SqlExecutor,
+    executor: SqlExecutor,
     private readonly tableName?: string,
   ) {
     super();
+    this.executor = isPgPool(executor) ? poolExecutor(() => executor) : executor;
     this.sql = statementsFor(tableName);
   }
 
@@ -65,13 +90,30 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   }
 
   async claim(request: ClaimRequest): Promise<ClaimResult> {
-    const { scope, key, fingerprint, leaseMs, retentionMs } = request;
+    const { scope, key, fingerprint, leaseMs, retentionMs, timeoutMs } = request;
+    // The attempts share one time bound.
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
-      const { rows } = await this.executor.query({
-        ...this.sql.claim,
-        values: [scope, key, fingerprint, leaseMs, retentionMs, newFencingToken()],
-      });
-      const row = rows[0] as ClaimRow | undefined;
+      const token = newFencingToken();
+      const values = [scope, key, fingerprint, leaseMs, retentionMs, token];
+      let rows: ClaimRow[];
+      try {
+        ({ rows } = await this.run(this.sql.claim, values, remaining(deadline)));
+      } catch (error) {
+        if (!(error instanceof IdempotencyStoreTimeoutError)) throw error;
+        const aftermath = (error.cause as StatementTimeoutError).aftermath;
+        throw new IdempotencyStoreTimeoutError(
+          error.timeoutMs,
+          {
+            record: { scope, key, token },
+            applied: aftermath.then((late) =>
+              late.applied === true ? late.result.rows[0]?.outcome === 'claimed' : late.applied,
+            ),
+          },
+          { cause: error.cause },
+        );
+      }
+      const row = rows[0];
       if (!row || (row.outcome === 'existing' && row.claimable)) continue; // raced: look again
       if (row.outcome === 'claimed') {
         return { outcome: 'claimed', record: { scope, key, token: String(row.token) } };
@@ -96,42 +138,84 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     record: ClaimedRecord,
     response: StoredResponse,
     retentionMs: number,
+    call: StoreCallOptions = {},
   ): Promise<boolean> {
-    const { rowCount } = await this.executor.query({
-      ...this.sql.complete,
-      values: [
-        record.scope,
-        record.key,
-        record.token,
-        response.status,
-        JSON.stringify(response.headers),
-        response.body,
-        retentionMs,
-      ],
-    });
+    const values = [
+      record.scope,
+      record.key,
+      record.token,
+      response.status,
+      JSON.stringify(response.headers),
+      response.body,
+      retentionMs,
+    ];
+    const { rowCount } = await this.run(this.sql.complete, values, call.timeoutMs);
     return rowCount === 1;
   }
 
-  async renew(record: ClaimedRecord, leaseMs: number): Promise<boolean> {
-    const { rowCount } = await this.executor.query({
-      ...this.sql.renew,
-      values: [record.scope, record.key, record.token, leaseMs],
-    });
+  async renew(
+    record: ClaimedRecord,
+    leaseMs: number,
+    call: StoreCallOptions = {},
+  ): Promise<boolean> {
+    const values = [record.scope, record.key, record.token, leaseMs];
+    const { rowCount } = await this.run(this.sql.renew, values, call.timeoutMs);
     return rowCount === 1;
   }
 
-  async release(record: ClaimedRecord): Promise<boolean> {
-    const { rowCount } = await this.executor.query({
-      ...this.sql.release,
-      values: [record.scope, record.key, record.token],
-    });
+  async release(record: ClaimedRecord, call: StoreCallOptions = {}): Promise<boolean> {
+    const values = [record.scope, record.key, record.token];
+    const { rowCount } = await this.run(this.sql.release, values, call.timeoutMs);
     return rowCount === 1;
   }
 
-  async purgeExpired(batchSize: number): Promise<number> {
-    const { rowCount } = await this.executor.query({ ...this.sql.purge, values: [batchSize] });
+  async purgeExpired(batchSize: number, call: StoreCallOptions = {}): Promise<number> {
+    const { rowCount } = await this.run(this.sql.purge, [batchSize], call.timeoutMs);
     return rowCount ?? 0;
   }
+
+  /**
+   * Checks that the table exists with the columns the statements use; throws an error that
+   * says how to create it otherwise. Run at start-up when the module does not migrate.
+   */
+  async checkTable(call: StoreCallOptions = {}): Promise<void> {
+    try {
+      await this.run(this.sql.check, [], call.timeoutMs);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code !== '42P01' && code !== '42703' && code !== '3F000') throw error;
+      const table = this.tableName ?? DEFAULT_TABLE_NAME;
+      const migration =
+        table === DEFAULT_TABLE_NAME
+          ? 'CreateIdempotencyRecords1764403200000'
+          : `createIdempotencyRecordsMigration('${table}')`;
+      throw new Error(
+        `IdempotencyModule: table "${table}" ${code === '42703' ? 'lacks columns the module needs' : 'does not exist'} (${(error as Error).message}). Run the migration ${migration} (add it to your DataSource's migrations), or set runMigrations: true to create it on start-up.`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** Runs one statement; a statement that outlives its bound becomes the store's timeout. */
+  private async run(
+    statement: { name: string; text: string },
+    values: unknown[],
+    timeoutMs: number | undefined,
+  ): Promise<SqlResult> {
+    try {
+      return await this.executor.query({ ...statement, values, timeoutMs });
+    } catch (error) {
+      if (error instanceof StatementTimeoutError) {
+        throw new IdempotencyStoreTimeoutError(error.timeoutMs, undefined, { cause: error });
+      }
+      throw error;
+    }
+  }
+}
+
+/** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
+function remaining(deadline: number | undefined): number | undefined {
+  return deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
 }
 
 /** Uses the pg Pool of a TypeORM Postgres DataSource directly: named prepared statements. */
@@ -141,13 +225,7 @@ export function dataSourceExecutor(dataSource: DataSource): SqlExecutor {
       `IdempotencyModule needs a Postgres DataSource, got "${dataSource.options.type}".`,
     );
   }
-  return {
-    query: (statement) => {
-      const pool = (dataSource.driver as { master?: SqlExecutor }).master;
-      if (!pool) throw new Error('The DataSource is not initialized.');
-      return pool.query(statement);
-    },
-  };
+  return poolExecutor(() => guardedPoolOf<PgPool>(dataSource));
 }
 
 const tokenPool = Buffer.alloc(8 * 256);
@@ -259,6 +337,15 @@ function buildStatements(tableName?: string) {
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED)`,
+    },
+    /* Every column the statements use, so a table from another version fails here too. */
+    check: {
+      name: `${prefix}_check`,
+      text: `
+        SELECT scope, idempotency_key, fingerprint, state, fencing_token, locked_until,
+               response_status, response_headers, response_body, created_at, completed_at,
+               expires_at
+          FROM ${table} LIMIT 0`,
     },
     renew: {
       name: `${prefix}_renew`,

@@ -1,9 +1,13 @@
 // forRootAsync with the DataSource an application already has from @nestjs/typeorm: the
 // module uses it (transactions included) and leaves it open on shutdown.
+// These tests use the default table names (`idempotency_records`, TypeORM's `migrations`),
+// so they run in a schema of their own (search_path), dropped afterwards: nothing is left in
+// the database, and nothing in `public` is touched.
 import { Body, Controller, Module, Post } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { DataSource } from 'typeorm';
 import {
   CreateIdempotencyRecords1764403200000,
@@ -13,6 +17,27 @@ import {
 } from '../../src/index.js';
 import { IDEMPOTENCY_DATA_SOURCE } from '../../src/idempotency.providers.js';
 import { send } from '../support/http.js';
+
+const schema = `existing_ds_${randomBytes(4).toString('hex')}`;
+/** The test database, with unqualified names resolving to this file's schema. */
+const inSchema = {
+  type: 'postgres' as const,
+  url: process.env.DATABASE_URL,
+  extra: { options: `-c search_path=${schema}` },
+};
+
+async function onDatabase(statement: string): Promise<void> {
+  const client = new pg.Client(process.env.DATABASE_URL);
+  await client.connect();
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
+
+beforeAll(() => onDatabase(`CREATE SCHEMA ${schema}`));
+afterAll(() => onDatabase(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
 
 @Controller('payments')
 class PaymentsController {
@@ -32,8 +57,7 @@ class PaymentsController {
 @Module({
   imports: [
     TypeOrmModule.forRoot({
-      type: 'postgres',
-      url: process.env.DATABASE_URL,
+      ...inSchema,
       migrations: [CreateIdempotencyRecords1764403200000],
       migrationsRun: true,
     }),
@@ -90,10 +114,7 @@ describe('IdempotencyModule.forRootAsync with an existing @nestjs/typeorm DataSo
   });
 
   it('never closes a DataSource it was given', async () => {
-    const dataSource = await new DataSource({
-      type: 'postgres',
-      url: process.env.DATABASE_URL,
-    }).initialize();
+    const dataSource = await new DataSource(inSchema).initialize();
     try {
       const moduleRef = await Test.createTestingModule({
         imports: [
@@ -113,7 +134,8 @@ describe('IdempotencyModule.forRootAsync with an existing @nestjs/typeorm DataSo
     const moduleRef = await Test.createTestingModule({
       imports: [
         IdempotencyModule.forRoot({
-          connection: process.env.DATABASE_URL,
+          connection: inSchema,
+          runMigrations: true,
           purge: { enabled: false },
         }),
       ],

@@ -1,6 +1,7 @@
 // Issue 3, purge: thousands of records inserted directly with SQL. A sweep deletes exactly
-// the expired ones, in several bounded batches, and leaves live records and live leases
-// alone; the standalone function does the same; two purgers at once delete each row once.
+// the expired ones, in batches for as long as they come back full (issue 10.9: no cap of
+// rows per sweep, only a time box), and leaves live records and live leases alone; the
+// standalone function does the same; two purgers at once delete each row once.
 import { DataSource } from 'typeorm';
 import {
   IdempotencyPurger,
@@ -80,7 +81,8 @@ afterAll(async () => {
 describe('IdempotencyPurger.runOnce()', () => {
   let t: TestApp;
   beforeAll(async () => {
-    t = await createTestApp('express', { purge: { enabled: false, batchSize: 500 } });
+    // Batches of 20: far more than the old cap of 100 batches per sweep.
+    t = await createTestApp('express', { purge: { enabled: false, batchSize: 20 } });
   }, 30_000);
   afterAll(async () => {
     await t?.close();
@@ -93,7 +95,7 @@ describe('IdempotencyPurger.runOnce()', () => {
     const deleted = await t.app.get(IdempotencyPurger).runOnce();
     const elapsed = Date.now() - started;
     expect(deleted).toBe(PURGEABLE);
-    expect(deleted).toBeGreaterThan(5 * 500); // six batches of at most 500
+    expect(deleted).toBeGreaterThan(100 * 20); // 135 batches of at most 20
     expect(await remaining(t.tableName)).toEqual(KEPT_ONLY);
     // Nothing left to do: a second sweep deletes nothing.
     expect(await t.app.get(IdempotencyPurger).runOnce()).toBe(0);
@@ -163,6 +165,27 @@ describe('purgeExpiredIdempotencyRecords()', () => {
       await purgeExpiredIdempotencyRecords(dataSource, { tableName: table, batchSize: 300 }),
     ).toBe(PURGEABLE - 600);
     expect(await remaining(table)).toEqual(KEPT_ONLY);
+  });
+
+  it('keeps going while batches come back full: no cap on rows per sweep but its time box', async () => {
+    // 135 full batches of 20: the old default cap (100 batches) would have stopped at 2,000.
+    expect(
+      await purgeExpiredIdempotencyRecords(dataSource, { tableName: table, batchSize: 20 }),
+    ).toBe(PURGEABLE);
+    expect(await remaining(table)).toEqual(KEPT_ONLY);
+  });
+
+  it('stops starting batches once its time box has passed', async () => {
+    // Any batch takes longer than 1 ms: the sweep stops after the first one.
+    expect(
+      await purgeExpiredIdempotencyRecords(dataSource, {
+        tableName: table,
+        batchSize: 300,
+        timeBoxMs: 1,
+      }),
+    ).toBe(300);
+    const left = await remaining(table);
+    expect((left.expired_completed ?? 0) + (left.expired_dead_lease ?? 0)).toBe(PURGEABLE - 300);
   });
 
   it('two purgers at once delete each expired row once in total, without errors', async () => {

@@ -1,11 +1,19 @@
 // A loopback TCP proxy for outage tests: forwards 127.0.0.1:<port> to a target host:port.
 // close() stops listening and destroys every open connection (both sides), as if the
-// database went away; open() listens again on the same port.
+// database went away; open() listens again on the same port. pause() freezes it, as if the
+// database process were stopped (SIGSTOP): connections stay open and new ones are accepted,
+// but nothing is read or forwarded, so what was sent waits (in the kernel's buffers) and
+// reaches the database, in order, on resume(), even from a client that gave up meanwhile.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export class TcpProxy {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
+  /** Linked pairs, to stop and restart forwarding. */
+  private readonly links = new Set<[client: Socket, upstream: Socket]>();
+  /** Clients accepted while paused, linked on resume. */
+  private readonly held: Socket[] = [];
+  private paused = false;
   /** Connections accepted since creation. */
   accepted = 0;
   port = 0;
@@ -37,17 +45,15 @@ export class TcpProxy {
   open(): Promise<void> {
     const server = createServer((client) => {
       this.accepted++;
-      const upstream = connect(this.targetPort, this.targetHost);
-      for (const socket of [client, upstream]) {
-        this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
-        socket.on('error', () => {
-          client.destroy();
-          upstream.destroy();
-        });
+      this.sockets.add(client);
+      client.on('close', () => this.sockets.delete(client));
+      if (this.paused) {
+        client.pause();
+        client.on('error', () => client.destroy());
+        this.held.push(client);
+      } else {
+        this.link(client);
       }
-      client.pipe(upstream);
-      upstream.pipe(client);
     });
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -60,6 +66,51 @@ export class TcpProxy {
     });
   }
 
+  /** Stops forwarding, keeping every connection open (a frozen database). */
+  pause(): void {
+    this.paused = true;
+    for (const [client, upstream] of this.links) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
+  }
+
+  /** Forwards again whatever waited, then carries on. */
+  resume(): void {
+    this.paused = false;
+    for (const [client, upstream] of this.links) {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
+    for (const client of this.held.splice(0)) this.link(client);
+  }
+
+  private link(client: Socket): void {
+    const upstream = connect(this.targetPort, this.targetHost);
+    const pair: [Socket, Socket] = [client, upstream];
+    this.links.add(pair);
+    this.sockets.add(upstream);
+    upstream.on('close', () => {
+      this.sockets.delete(upstream);
+      this.links.delete(pair);
+      client.destroy();
+    });
+    upstream.on('error', () => upstream.destroy());
+    // What a client sent still reaches the database after the client left, as it would from
+    // the kernel's buffers of a stopped server: its departure only half-closes the upstream
+    // side, once what it sent is forwarded (pipe ends it), and answers nobody reads are
+    // discarded.
+    client.on('error', () => client.destroy());
+    client.on('close', () => {
+      upstream.end();
+      upstream.resume();
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
   /** Stops listening and cuts every open connection. */
   async close(): Promise<void> {
     const server = this.server;
@@ -69,6 +120,9 @@ export class TcpProxy {
       : Promise.resolve();
     for (const socket of this.sockets) socket.destroy();
     this.sockets.clear();
+    this.links.clear();
+    this.held.length = 0;
+    this.paused = false;
     await closed;
   }
 

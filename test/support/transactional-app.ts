@@ -11,7 +11,12 @@ import {
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import { Idempotent, IdempotencyModule, IdempotencyTransaction } from '../../src/index.js';
+import {
+  Idempotent,
+  IdempotencyModule,
+  IdempotencyTransaction,
+  type IdempotencyModuleOptions,
+} from '../../src/index.js';
 import type { AdapterName } from './test-app.js';
 
 export interface TransactionalAppOptions {
@@ -19,7 +24,9 @@ export interface TransactionalAppOptions {
   tableName: string;
   bookingsTable: string;
   leaseMs?: number;
-  connection?: string;
+  connection?: IdempotencyModuleOptions['connection'];
+  /** More module options (they win over the ones above). */
+  moduleOptions?: Partial<IdempotencyModuleOptions>;
   /** Called once the booking row is written (inside the open transaction). */
   onInserted?: () => void;
 }
@@ -78,6 +85,7 @@ export function transactionalModule(options: TransactionalAppOptions): DynamicMo
         tableName: options.tableName,
         runMigrations: true,
         purge: { enabled: false },
+        ...options.moduleOptions,
       }),
     ],
     controllers: [bookingsController(options)],

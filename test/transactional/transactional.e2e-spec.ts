@@ -7,9 +7,11 @@ import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { idempotencyRecordsDdl } from '../../src/index.js';
 import { parallel, send } from '../support/http.js';
+import { compiledEntry } from '../support/processes.js';
 import { ADAPTERS, sleep, uniqueTableName, waitForRecord } from '../support/test-app.js';
 import { bookingsDdl, startTransactionalApp } from '../support/transactional-app.js';
 
+const SERVER = 'test/support/transactional-server.ts';
 const withKey = (key: string): Array<[string, string]> => [['x-idempotency-key', key]];
 
 let db: pg.Client;
@@ -176,7 +178,7 @@ describe('transactional idempotency across instances', () => {
 
   it('a process killed after inserting but before commit leaves no booking; after the lease a retry books once', async () => {
     const leaseMs = 3_000; // long enough that the 423 check lands inside it on a loaded machine
-    const child = await spawnServer(tables, leaseMs);
+    const child = await spawnServer(tables, leaseMs, await compiledEntry(SERVER));
     const peer = await startTransactionalApp({ adapter: 'express', ...tables, leaseMs });
     try {
       const key = randomUUID();
@@ -221,20 +223,19 @@ interface Server {
 function spawnServer(
   tables: { tableName: string; bookingsTable: string },
   leaseMs: number,
+  entry: string,
 ): Promise<Server> {
-  const child = spawn(
-    process.execPath,
-    ['--import', '@swc-node/register/esm-register', 'test/support/transactional-server.ts'],
-    {
-      env: {
-        ...process.env,
-        TABLE_NAME: tables.tableName,
-        BOOKINGS_TABLE: tables.bookingsTable,
-        LEASE_MS: String(leaseMs),
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
+  // Compiled first (see compiledEntry): loading the TypeScript at start-up can take longer
+  // than the start timeout on a loaded machine.
+  const child = spawn(process.execPath, ['--enable-source-maps', entry], {
+    env: {
+      ...process.env,
+      TABLE_NAME: tables.tableName,
+      BOOKINGS_TABLE: tables.bookingsTable,
+      LEASE_MS: String(leaseMs),
     },
-  );
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: child.stdout! });
   let markInserted: () => void;
   const inserted = new Promise<void>((resolve) => (markInserted = resolve));

@@ -10,6 +10,7 @@ import { interleavedSection } from './interleaved.section.js';
 import { scaleOutSection } from './scale-out.section.js';
 import { pgbenchSection } from './pgbench.section.js';
 import { profileSection } from './profile.section.js';
+import { purgeSection } from './purge.js';
 import { tableSizeSection } from './table-size.section.js';
 import { collectMachine, sourceState } from './machine.js';
 import { resolveDatabase, ROOT } from './processes.js';
@@ -23,6 +24,7 @@ const SECTIONS: BenchSection[] = [
   tableSizeSection,
   pgbenchSection,
   profileSection,
+  purgeSection,
 ];
 
 const log = (message: string) =>

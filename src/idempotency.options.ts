@@ -6,6 +6,7 @@ import {
   DEFAULT_RETRY_AFTER_SECONDS,
 } from './idempotency.constants.js';
 import type {
+  IdempotencyKeyResolver,
   IdempotencyModuleOptions,
   IdempotencyScopeResolver,
   IdempotentRouteOptions,
@@ -22,6 +23,11 @@ export interface ResolvedOptions {
   scope: IdempotencyScopeResolver;
   transactional: boolean;
   renewLease: boolean;
+  /** Reads the key from the call instead of the header `headerName`. */
+  keyResolver?: IdempotencyKeyResolver;
+  /** The handlers' shared namespace; `undefined` means each context's own. */
+  namespace?: string;
+  acknowledge: boolean;
 }
 
 /** The authenticated principal (Passport-style `request.user`), else one shared scope. */
@@ -36,8 +42,12 @@ export function resolveOptions(
   route: IdempotentRouteOptions,
 ): ResolvedOptions {
   const pick = <K extends keyof IdempotentRouteOptions>(name: K) => route[name] ?? module[name];
+  const key = pick('key');
   const resolved: ResolvedOptions = {
-    headerName: (module.headerName ?? DEFAULT_HEADER_NAME).toLowerCase(),
+    headerName: (typeof key === 'string'
+      ? key
+      : (module.headerName ?? DEFAULT_HEADER_NAME)
+    ).toLowerCase(),
     required: pick('required') ?? false,
     retentionMs: pick('retentionMs') ?? DEFAULT_RETENTION_MS,
     leaseMs: pick('leaseMs') ?? DEFAULT_LEASE_MS,
@@ -46,6 +56,9 @@ export function resolveOptions(
     scope: pick('scope') ?? defaultScope,
     transactional: pick('transactional') ?? false,
     renewLease: pick('renewLease') ?? false,
+    keyResolver: typeof key === 'function' ? key : undefined,
+    namespace: pick('namespace'),
+    acknowledge: pick('acknowledge') ?? false,
   };
   assertValidOptions(resolved);
   return resolved;
@@ -58,6 +71,13 @@ export function assertValidOptions(options: IdempotentRouteOptions): void {
     if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
       throw new Error(`Idempotency option ${name} must be a positive number, got ${value}.`);
     }
+  }
+  const { key, namespace } = options;
+  if (key !== undefined && typeof key !== 'function' && !(typeof key === 'string' && key)) {
+    throw new Error(`Idempotency option key must be a header name or a function, got ${key}.`);
+  }
+  if (namespace !== undefined && typeof namespace !== 'string') {
+    throw new Error(`Idempotency option namespace must be a string, got ${namespace}.`);
   }
   const status = options.replayStatus;
   if (status !== undefined && status !== 409 && status !== 'original') {

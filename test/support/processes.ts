@@ -11,7 +11,7 @@ import pg from 'pg';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ENTRY = 'test/support/resilience-server.ts';
 
-let compiled: Promise<string> | undefined;
+const compiled = new Map<string, Promise<string>>();
 
 /**
  * Compiles the child's entry and every relative import it reaches (src/, migrations/) to
@@ -20,8 +20,10 @@ let compiled: Promise<string> | undefined;
  * (tens of seconds on a loaded 2-CPU machine); compiled, a child starts in about the time
  * Nest and TypeORM take to import. Same SWC settings as .swcrc (decorator metadata on).
  */
-export function compiledEntry(): Promise<string> {
-  compiled ??= (async () => {
+export function compiledEntry(entry = ENTRY): Promise<string> {
+  let done = compiled.get(entry);
+  if (done) return done;
+  done = (async () => {
     const cache = join(ROOT, 'node_modules', '.cache', 'nest-idempotency-resilience');
     const out = join(cache, `tmp-${randomUUID()}`);
     mkdirSync(out, { recursive: true });
@@ -49,10 +51,11 @@ export function compiledEntry(): Promise<string> {
       mkdirSync(dirname(target), { recursive: true });
       writeFileSync(target, code);
       sources.set(file, source);
-      const imports = [...code.matchAll(/(?:from|import)\s*['"](\.{1,2}\/[^'"]+)\.js['"]/g)];
+      // Static imports and dynamic import('./...') alike (the lazily loaded contexts).
+      const imports = [...code.matchAll(/(?:from|import)\s*\(?\s*['"](\.{1,2}\/[^'"]+)\.js['"]/g)];
       await Promise.all(imports.map(([, spec]) => visit(resolve(dirname(file), `${spec}.ts`))));
     };
-    await visit(join(ROOT, ENTRY));
+    await visit(join(ROOT, entry));
     // One folder per version of the sources, shared by workers and runs; a worker that
     // loses the race to create it just uses the winner's identical copy.
     const hash = createHash('sha256');
@@ -63,9 +66,10 @@ export function compiledEntry(): Promise<string> {
     } catch {
       rmSync(out, { recursive: true, force: true });
     }
-    return join(final, ENTRY.replace(/\.ts$/, '.js'));
+    return join(final, entry.replace(/\.ts$/, '.js'));
   })();
-  return compiled;
+  compiled.set(entry, done);
+  return done;
 }
 
 export interface AppProcess {
@@ -90,11 +94,15 @@ export interface StartOptions {
   adapter?: 'express' | 'fastify';
   retryAfterSeconds?: number;
   startTimeoutMs?: number;
+  /** Another child entry than the resilience server (it must print `READY <port>` too). */
+  entry?: string;
+  /** More environment for the child. */
+  env?: Record<string, string>;
 }
 
 export async function startAppProcess(options: StartOptions): Promise<AppProcess> {
   const adapter = options.adapter ?? 'express';
-  const entry = await compiledEntry();
+  const entry = await compiledEntry(options.entry);
   const child = spawn(process.execPath, ['--enable-source-maps', entry], {
     cwd: ROOT,
     env: {
@@ -105,6 +113,7 @@ export async function startAppProcess(options: StartOptions): Promise<AppProcess
       RUNS_TABLE: options.runsTable,
       ADAPTER: adapter,
       RETRY_AFTER_SECONDS: String(options.retryAfterSeconds ?? 30),
+      ...options.env,
     },
     // stdin stays open for the child's lifetime: the child exits when it closes.
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -1,5 +1,6 @@
 // Issue 12, message handlers: @MessagePattern and @EventPattern on Nest's Redis transport
-// (the machine's Redis) and its TCP transport, in a hybrid app. A repeat message gets the
+// (the machine's Redis), its TCP transport and RabbitMQ (the machine's broker), in a hybrid
+// app. A repeat message gets the
 // stored reply; a repeat event is acknowledged without running the handler; in flight,
 // reuse and bad keys are RpcExceptions carrying the `code`; a failing handler frees its key.
 import type { ClientProxy } from '@nestjs/microservices';
@@ -110,7 +111,7 @@ describe.each(RPC_TRANSPORTS)('@MessagePattern over %s', (transport) => {
     expect(t.runs.count('book')).toBe(0);
   });
 
-  it('the key in a message header (packet metadata); required: a message without one is refused', async () => {
+  it('the key in a message header (RabbitMQ headers; Nest 12 packet metadata on Redis and TCP); required: a message without one is refused', async () => {
     const key = randomUUID();
     const withHeader = await t.client(transport, { 'X-Idempotency-Key': key });
     const send = (c: ClientProxy) =>

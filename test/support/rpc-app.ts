@@ -1,6 +1,7 @@
 // A hybrid app (HTTP plus microservices) with idempotent @MessagePattern and @EventPattern
-// handlers, listening on Nest's Redis transport (the machine's Redis) and on TCP. Patterns
-// carry a random prefix, so parallel runs on one Redis never hear each other.
+// handlers, listening on Nest's Redis transport (the machine's Redis), on TCP and on RabbitMQ
+// (the machine's broker, auto-ack). Patterns carry a random prefix and the queue a random
+// name, so parallel runs on one Redis or broker never hear each other.
 import {
   Controller,
   Injectable,
@@ -20,6 +21,7 @@ import {
   type ClientProxy,
 } from '@nestjs/microservices';
 import { Test } from '@nestjs/testing';
+import amqp from 'amqplib';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo, Server } from 'node:net';
 import { from, tap, type Observable } from 'rxjs';
@@ -28,8 +30,9 @@ import { sql } from './graphql-app.js';
 import { RunCounter, sleep, uniqueTableName } from './test-app.js';
 
 export const REDIS = { host: '127.0.0.1', port: 6379 };
-export type RpcTransportName = 'redis' | 'tcp';
-export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp'];
+export const RMQ_URL = 'amqp://guest:guest@127.0.0.1:5672';
+export type RpcTransportName = 'redis' | 'tcp' | 'rmq';
+export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp', 'rmq'];
 
 export interface BookMessage {
   requestId?: string;
@@ -144,6 +147,8 @@ export interface RpcTestApp {
 
 export async function createRpcApp(): Promise<RpcTestApp> {
   const prefix = `t${randomUUID().slice(0, 8)}`;
+  const queue = `nest-idempotency-test-${prefix}`;
+  const rmq = { urls: [RMQ_URL], queue, queueOptions: { durable: false } };
   const tableName = uniqueTableName('idem_rpc');
   const bookingsTable = `${tableName}_bookings`;
   await sql(`CREATE TABLE "${bookingsTable}" (id bigserial PRIMARY KEY, product text NOT NULL)`);
@@ -161,6 +166,7 @@ export async function createRpcApp(): Promise<RpcTestApp> {
   }).compile();
   const app = moduleRef.createNestApplication({ logger: false });
   app.connectMicroservice({ transport: Transport.REDIS, options: REDIS });
+  app.connectMicroservice({ transport: Transport.RMQ, options: rmq });
   const tcp: INestMicroservice = app.connectMicroservice({
     transport: Transport.TCP,
     options: { host: '127.0.0.1', port: 0 },
@@ -176,12 +182,17 @@ export async function createRpcApp(): Promise<RpcTestApp> {
     tableName,
     bookingsTable,
     async client(transport, metadata) {
+      // RabbitMQ carries message headers; Redis and TCP carry Nest 12's packet metadata.
       const client = ClientProxyFactory.create(
-        transport === 'redis'
-          ? { transport: Transport.REDIS, options: REDIS }
-          : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
+        transport === 'rmq'
+          ? { transport: Transport.RMQ, options: { ...rmq, headers: metadata } }
+          : transport === 'redis'
+            ? { transport: Transport.REDIS, options: REDIS }
+            : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
       );
-      if (metadata) client.setOnDispatchHook((packet) => (packet.metadata = { ...metadata }));
+      if (metadata && transport !== 'rmq') {
+        client.setOnDispatchHook((packet) => (packet.metadata = { ...metadata }));
+      }
       await client.connect();
       clients.push(client);
       return client;
@@ -189,6 +200,9 @@ export async function createRpcApp(): Promise<RpcTestApp> {
     async close() {
       await Promise.all(clients.map((client) => client.close()));
       await app.close();
+      const connection = await amqp.connect(RMQ_URL);
+      await (await connection.createChannel()).deleteQueue(queue);
+      await connection.close();
       await sql(`DROP TABLE IF EXISTS "${bookingsTable}"`);
       await sql(`DROP TABLE IF EXISTS "${tableName}"`);
     },

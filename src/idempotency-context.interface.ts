@@ -10,6 +10,12 @@ import type { ResolvedOptions } from './idempotency.options.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
 
 export interface IdempotencyContextAdapter {
+  /**
+   * Whether each call must run to its end even when its caller unsubscribes. Nest does that
+   * to the other handlers of an event when one fails; a claimed record must still be settled
+   * (HTTP settles on the response write instead, whatever the observable does).
+   */
+  readonly runsToCompletion?: boolean;
   /** Whether `@Idempotent()` tracks this call at all (HTTP: never GET, HEAD or OPTIONS). */
   applies(context: ExecutionContext): boolean;
   /**

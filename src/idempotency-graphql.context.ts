@@ -35,6 +35,8 @@ export class IdempotencyGraphqlError extends IntrinsicException {
 }
 
 export class GraphqlIdempotencyContext implements IdempotencyContextAdapter {
+  readonly runsToCompletion = true;
+
   constructor(private readonly engine: IdempotencyEngine) {}
 
   /** Top-level mutation fields only: queries are safe, and nested fields are part of one. */

@@ -37,6 +37,8 @@ export class RpcIdempotencyContext implements IdempotencyContextAdapter {
   private readonly logger = new Logger('Idempotency');
   private warnedAcknowledge = false;
 
+  readonly runsToCompletion = true;
+
   constructor(private readonly engine: IdempotencyEngine) {}
 
   applies(): boolean {
@@ -174,7 +176,14 @@ function messageHeader(transport: unknown, name: string): unknown {
   if (transport instanceof RmqContext) {
     return findHeader(transport.getMessage()?.properties?.headers, name);
   }
-  if (transport instanceof NatsContext) return transport.getHeaders()?.get(name) || undefined;
+  if (transport instanceof NatsContext) {
+    // NATS header names are case-sensitive; HTTP's (and this module's) are not.
+    const headers = transport.getHeaders();
+    for (const key of headers?.keys() ?? []) {
+      if (key.toLowerCase() === name) return headers.get(key);
+    }
+    return undefined;
+  }
   if (transport instanceof KafkaContext) {
     const value = findHeader(transport.getMessage()?.headers, name);
     return Buffer.isBuffer(value) ? value.toString('utf8') : value;

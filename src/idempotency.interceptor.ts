@@ -20,7 +20,16 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { catchError, from, mergeMap, throwError, type Observable } from 'rxjs';
+import {
+  catchError,
+  defer,
+  from,
+  lastValueFrom,
+  mergeMap,
+  throwError,
+  toArray,
+  type Observable,
+} from 'rxjs';
 import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import { IdempotencyEngine, type IdempotentCall } from './idempotency.engine.js';
@@ -110,7 +119,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
         return next.handle();
       }
       adapter.prepare?.(context);
-      return from(this.describeCall(adapter, context, key, options)).pipe(
+      const handled = from(this.describeCall(adapter, context, key, options)).pipe(
         mergeMap((call) =>
           from(this.engine!.admit(call)).pipe(
             mergeMap((admission) =>
@@ -126,6 +135,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
           ),
         ),
       );
+      return adapter.runsToCompletion ? toCompletion(handled) : handled;
     } catch (error) {
       throw error instanceof IdempotencyException ? adapter.reject(error, context, options) : error;
     }
@@ -159,4 +169,14 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     this.resolved.set(handler, options);
     return options;
   }
+}
+
+/**
+ * Subscribes to `source` on its own and replays what it emitted, so that a caller that
+ * unsubscribes early cannot stop it between the claim and the settlement.
+ */
+function toCompletion<T>(source: Observable<T>): Observable<T> {
+  return defer(() => from(lastValueFrom(source.pipe(toArray())))).pipe(
+    mergeMap((values) => from(values)),
+  );
 }

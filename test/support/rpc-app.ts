@@ -1,6 +1,6 @@
 // A hybrid app (HTTP plus microservices) with idempotent @MessagePattern and @EventPattern
-// handlers, listening on Nest's Redis transport (the machine's Redis), on TCP and on RabbitMQ
-// (the machine's broker, auto-ack). Patterns carry a random prefix and the queue a random
+// handlers, listening on Nest's Redis transport (the machine's Redis), on TCP, on RabbitMQ
+// (the machine's broker, auto-ack) and on NATS (the machine's server). Patterns carry a random prefix and the queue a random
 // name, so parallel runs on one Redis or broker never hear each other.
 import {
   Controller,
@@ -31,8 +31,9 @@ import { RunCounter, sleep, uniqueTableName } from './test-app.js';
 
 export const REDIS = { host: '127.0.0.1', port: 6379 };
 export const RMQ_URL = 'amqp://guest:guest@127.0.0.1:5672';
-export type RpcTransportName = 'redis' | 'tcp' | 'rmq';
-export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp', 'rmq'];
+export const NATS = { servers: ['nats://127.0.0.1:4222'] };
+export type RpcTransportName = 'redis' | 'tcp' | 'rmq' | 'nats';
+export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp', 'rmq', 'nats'];
 
 export interface BookMessage {
   requestId?: string;
@@ -48,6 +49,8 @@ export interface BookingEvent {
   bookingId: string;
   delayMs?: number;
   failOnce?: boolean;
+  /** Make the (not idempotent) audit handler of the same event fail after this long. */
+  auditFailsAfterMs?: number;
 }
 
 /** Counts every delivery to a handler, settled or failed, before idempotency looks at it. */
@@ -131,7 +134,18 @@ function controllers(prefix: string, bookingsTable: string) {
     }
   }
 
-  return [BookingsHandler, AnalyticsHandler];
+  /** A third handler of the event, not idempotent, that can fail while the others run. */
+  @Controller()
+  class AuditHandler {
+    @EventPattern<string>(`${prefix}.booking.created`)
+    async audit(@Payload() event: BookingEvent) {
+      if (event.auditFailsAfterMs === undefined) return;
+      await sleep(event.auditFailsAfterMs);
+      throw new Error('audit failed');
+    }
+  }
+
+  return [BookingsHandler, AnalyticsHandler, AuditHandler];
 }
 
 export interface RpcTestApp {
@@ -167,6 +181,7 @@ export async function createRpcApp(): Promise<RpcTestApp> {
   const app = moduleRef.createNestApplication({ logger: false });
   app.connectMicroservice({ transport: Transport.REDIS, options: REDIS });
   app.connectMicroservice({ transport: Transport.RMQ, options: rmq });
+  app.connectMicroservice({ transport: Transport.NATS, options: NATS });
   const tcp: INestMicroservice = app.connectMicroservice({
     transport: Transport.TCP,
     options: { host: '127.0.0.1', port: 0 },
@@ -182,15 +197,17 @@ export async function createRpcApp(): Promise<RpcTestApp> {
     tableName,
     bookingsTable,
     async client(transport, metadata) {
-      // RabbitMQ carries message headers; Redis and TCP carry Nest 12's packet metadata.
+      // RabbitMQ and NATS carry message headers; Redis and TCP Nest 12's packet metadata.
       const client = ClientProxyFactory.create(
         transport === 'rmq'
           ? { transport: Transport.RMQ, options: { ...rmq, headers: metadata } }
-          : transport === 'redis'
-            ? { transport: Transport.REDIS, options: REDIS }
-            : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
+          : transport === 'nats'
+            ? { transport: Transport.NATS, options: { ...NATS, headers: metadata } }
+            : transport === 'redis'
+              ? { transport: Transport.REDIS, options: REDIS }
+              : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
       );
-      if (metadata && transport !== 'rmq') {
+      if (metadata && (transport === 'redis' || transport === 'tcp')) {
         client.setOnDispatchHook((packet) => (packet.metadata = { ...metadata }));
       }
       await client.connect();

@@ -6,14 +6,8 @@
 // acknowledged without running the handler. Errors are RpcExceptions carrying the `code`.
 // Loaded on the first message: @nestjs/microservices is an optional peer.
 import { Logger, type CallHandler, type ExecutionContext } from '@nestjs/common';
-import {
-  KafkaContext,
-  MqttContext,
-  NatsContext,
-  RmqContext,
-  RpcException,
-} from '@nestjs/microservices';
-import { PATTERN_HANDLER_METADATA, PATTERN_METADATA } from '@nestjs/microservices/constants.js';
+import { RmqContext, RpcException } from '@nestjs/microservices';
+import { PATTERN_HANDLER_METADATA } from '@nestjs/microservices/constants.js';
 import { catchError, from, mergeMap, of, tap, throwError, type Observable } from 'rxjs';
 import { jsonResponse, jsonValue, runAndSettle } from './idempotency-call.runner.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
@@ -21,6 +15,7 @@ import type { IdempotencyEngine, IdempotentCall } from './idempotency.engine.js'
 import type { IdempotencyException } from './idempotency.exceptions.js';
 import { computeCallFingerprint } from './idempotency.fingerprint.js';
 import { checkResolvedKey } from './idempotency-key.js';
+import { messageHeader, patternOf } from './idempotency-rpc.messages.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
 
@@ -158,48 +153,4 @@ function isEvent(context: ExecutionContext): boolean {
 
 function isIdempotencyProblem(error: unknown): boolean {
   return typeof (error as IdempotencyException)?.getProblem === 'function';
-}
-
-/**
- * The pattern the message came in on (a wildcard subscription covers several), else the
- * patterns the handler declares.
- */
-function patternOf(transport: any, context: ExecutionContext): string {
-  for (const getter of ['getPattern', 'getChannel', 'getSubject', 'getTopic']) {
-    if (typeof transport?.[getter] === 'function') return String(transport[getter]());
-  }
-  return JSON.stringify(Reflect.getMetadata(PATTERN_METADATA, context.getHandler()) ?? []);
-}
-
-/** A header of the message, on the transports that carry headers. */
-function messageHeader(transport: unknown, name: string): unknown {
-  if (transport instanceof RmqContext) {
-    return findHeader(transport.getMessage()?.properties?.headers, name);
-  }
-  if (transport instanceof NatsContext) {
-    // NATS header names are case-sensitive; HTTP's (and this module's) are not.
-    const headers = transport.getHeaders();
-    for (const key of headers?.keys() ?? []) {
-      if (key.toLowerCase() === name) return headers.get(key);
-    }
-    return undefined;
-  }
-  if (transport instanceof KafkaContext) {
-    const value = findHeader(transport.getMessage()?.headers, name);
-    return Buffer.isBuffer(value) ? value.toString('utf8') : value;
-  }
-  if (transport instanceof MqttContext) {
-    return findHeader(transport.getPacket()?.properties?.userProperties, name);
-  }
-  // Redis and TCP (Nest 12): metadata set by the client's dispatch hook.
-  const metadata = (transport as { getMetadata?: () => unknown })?.getMetadata?.();
-  return findHeader(metadata, name);
-}
-
-function findHeader(headers: unknown, name: string): unknown {
-  if (!headers || typeof headers !== 'object') return undefined;
-  for (const [key, value] of Object.entries(headers)) {
-    if (key.toLowerCase() === name) return value;
-  }
-  return undefined;
 }

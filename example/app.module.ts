@@ -1,9 +1,12 @@
-// The example application: bookings plus IdempotencyModule, sharing one DataSource.
+// The example application: bookings, the confirmation sender that consumes their
+// `booking.created` events, and IdempotencyModule, sharing one DataSource.
 import { Module, type DynamicModule } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { IdempotencyModule } from '../src/index.js';
 import { BookingsController } from './bookings/bookings.controller.js';
 import { BookingsService } from './bookings/bookings.service.js';
+import { ConfirmationSender, DeliveryLog } from './confirmations/confirmation-sender.controller.js';
+import { BookingEvents } from './events/booking-events.js';
 
 @Module({})
 export class AppModule {
@@ -21,8 +24,13 @@ export class AppModule {
           retryAfterSeconds: 1,
         }),
       ],
-      controllers: [BookingsController],
-      providers: [BookingsService, { provide: DataSource, useValue: dataSource }],
+      controllers: [BookingsController, ConfirmationSender],
+      providers: [
+        BookingsService,
+        BookingEvents,
+        DeliveryLog,
+        { provide: DataSource, useValue: dataSource },
+      ],
     };
   }
 }

@@ -1,5 +1,6 @@
 // Starts the example API on a given Postgres: used by `npm start`, `npm run demo` and the
-// walkthrough test, so all three run exactly the same application.
+// walkthrough test, so all three run exactly the same application. It is a hybrid app: it
+// also consumes its own `booking.created` events (over Redis with REDIS_URL, else TCP).
 import 'reflect-metadata';
 import { ValidationPipe, type INestApplication, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -7,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { DataSource } from 'typeorm';
 import { AppModule } from './app.module.js';
 import { openBookingsDataSource } from './database/bookings.data-source.js';
+import { BookingEvents, connectBookingEvents } from './events/booking-events.js';
 
 export interface BookingsAppOptions {
   /** Postgres URL. */
@@ -24,6 +26,12 @@ export interface BookingsAppOptions {
   /** Postgres schema for the example's tables (see BookingsDataSourceOptions.schema). */
   schema?: string;
   /**
+   * Redis for the booking events, e.g. `redis://127.0.0.1:6379`; without it they go over TCP
+   * on loopback.
+   * @default process.env.REDIS_URL
+   */
+  redisUrl?: string;
+  /**
    * Nest's logger levels, or `false` for silence.
    * @default ['log', 'warn', 'error']
    */
@@ -33,6 +41,8 @@ export interface BookingsAppOptions {
 export interface RunningBookingsApp {
   /** Base URL, e.g. `http://127.0.0.1:3000`. */
   url: string;
+  /** Where the booking events travel. */
+  events: string;
   app: INestApplication;
   dataSource: DataSource;
   /** Stops the HTTP server, then closes the DataSource. */
@@ -45,7 +55,8 @@ export async function startBookingsApp(options: BookingsAppOptions): Promise<Run
     url: options.databaseUrl,
     schema: options.schema,
   });
-  let app: INestApplication;
+  let app: INestApplication | undefined;
+  let events: string;
   try {
     app = await NestFactory.create(AppModule.register(dataSource), {
       logger: options.logger ?? ['log', 'warn', 'error'],
@@ -53,17 +64,22 @@ export async function startBookingsApp(options: BookingsAppOptions): Promise<Run
     app.useGlobalPipes(
       new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
     );
+    events = await connectBookingEvents(app, options.redisUrl ?? process.env.REDIS_URL);
     await app.listen(options.port ?? 3000, host);
   } catch (error) {
+    await app?.get(BookingEvents).close();
+    await app?.close();
     await dataSource.destroy();
     throw error;
   }
   const { port } = app.getHttpServer().address() as AddressInfo;
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    events,
     app,
     dataSource,
     async close() {
+      await app.get(BookingEvents).close();
       await app.close();
       // IdempotencyModule never closes a DataSource it was given: that is our job.
       if (dataSource.isInitialized) await dataSource.destroy();

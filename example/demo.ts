@@ -21,7 +21,7 @@ async function main(): Promise<number> {
   try {
     const app = await startBookingsApp({ databaseUrl: db.url, port: 0, logger: ['warn', 'error'] });
     try {
-      console.log(`Bookings app listening on ${app.url}`);
+      console.log(`Bookings app listening on ${app.url}; booking events over ${app.events}`);
       const result = await runWalkthrough({ baseUrl: app.url });
       return result.ok ? 0 : 1;
     } finally {

@@ -46,17 +46,17 @@ async function main(): Promise<void> {
     await db.stop();
     throw error;
   }
-  printWelcome(app.url);
+  printWelcome(app.url, app.events);
 }
 
-function printWelcome(url: string): void {
+function printWelcome(url: string, events: string): void {
   const book = (key: string, price: number) =>
     `curl -i -X POST ${url}/x/partners/ACME01/instant_booking \\
   -H 'Authorization: Bearer demo-token-acme' -H 'Content-Type: application/json' \\
   -H 'x-idempotency-key: ${key}' \\
   -d '{"currency":"EUR","policyholder":{"first_name":"Ada","last_name":"Lovelace","email":"ada@example.com","country":"GB"},"quotes":[{"policy_type":"travel","policy_start_date":"2027-01-15","price":${price}}]}'`;
   console.log(`
-Bookings API ready on ${url}
+Bookings API ready on ${url}; booking events over ${events}
 
 1) Book (201). Run it again: 409 with the same body and Idempotent-Replayed: true.
    Restart the app and run it again: still 409, the key is kept in Postgres.
@@ -67,6 +67,10 @@ ${book('my-first-key', 99)}
 
 3) Count ACME01's bookings: however often you ran 1), it booked once.
 curl -s ${url}/x/partners/ACME01/bookings -H 'Authorization: Bearer demo-token-acme'
+
+4) Every booking publishes booking.created; the confirmation sender consumes it once. Deliver
+   the event again (demo only) with the id from 1): "deliveries" grows, "sent" stays 1.
+curl -s -X POST ${url}/x/partners/ACME01/bookings/<id>/redeliver -H 'Authorization: Bearer demo-token-acme'
 
 The full tour: npm run demo. Stop with Ctrl-C.`);
 }

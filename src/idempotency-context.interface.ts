@@ -10,10 +10,26 @@ import type { ResolvedOptions } from './idempotency.options.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
 
 export interface IdempotencyContextAdapter {
+  /**
+   * Whether each call must run to its end even when its caller unsubscribes. Nest does that
+   * to the other handlers of an event when one fails; a claimed record must still be settled
+   * (HTTP settles on the response write instead, whatever the observable does).
+   */
+  readonly runsToCompletion?: boolean;
   /** Whether `@Idempotent()` tracks this call at all (HTTP: never GET, HEAD or OPTIONS). */
   applies(context: ExecutionContext): boolean;
-  /** The key, `undefined` when none was sent; throws IdempotencyKeyInvalidException. */
+  /**
+   * The key from its default place (a header), `undefined` when none was sent; throws
+   * IdempotencyKeyInvalidException. Not called when the route has a `key` resolver.
+   */
   readKey(context: ExecutionContext, options: ResolvedOptions): string | undefined;
+  /** Where readKey looks, for the "key missing" error, when that is not the request header. */
+  keySource?(options: ResolvedOptions): string;
+  /**
+   * The records this handler shares keys with, unless the route sets `namespace`; empty (as
+   * for HTTP routes) leaves the scope as it is.
+   */
+  namespace?(context: ExecutionContext): string;
   /** Checks, before anything is claimed, that the call's result can be stored. */
   prepare?(context: ExecutionContext): void;
   /** The first argument given to `scope` resolvers. */
@@ -25,6 +41,7 @@ export interface IdempotencyContextAdapter {
     context: ExecutionContext,
     response: StoredResponse,
     options: ResolvedOptions,
+    call: IdempotentCall,
   ): Observable<unknown>;
   /** Runs the handler for a claimed record and settles the record through the engine. */
   run(
@@ -34,5 +51,5 @@ export interface IdempotencyContextAdapter {
     next: CallHandler,
   ): Observable<unknown>;
   /** This module's error as the context's own (HTTP: as it is; elsewhere the context's type). */
-  reject(error: IdempotencyException, context: ExecutionContext): unknown;
+  reject(error: IdempotencyException, context: ExecutionContext, options: ResolvedOptions): unknown;
 }

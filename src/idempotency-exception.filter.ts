@@ -1,6 +1,6 @@
-// Renders this module's outcomes: problem+json errors with their headers, and replays with
-// the stored body byte for byte. Bound by @Idempotent() on the route, so an application's
-// global filters do not reformat them.
+// Renders this module's outcomes over HTTP: problem+json errors with their headers, and
+// replays with the stored body byte for byte. Bound by @Idempotent() on the route, so an
+// application's global filters do not reformat them.
 import { Catch, StreamableFile, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { isUtf8 } from 'node:buffer';
@@ -15,6 +15,9 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
   constructor(private readonly adapterHost: HttpAdapterHost) {}
 
   catch(exception: IdempotencyException | IdempotentReplay, host: ArgumentsHost): void {
+    // GraphQL and message contexts turn this module's outcomes into their own errors before
+    // they get here; anything else goes on to Nest's own handling for that context.
+    if (host.getType() !== 'http') return;
     const adapter = this.adapterHost.httpAdapter;
     const response = host.switchToHttp().getResponse();
     if (exception instanceof IdempotentReplay) {

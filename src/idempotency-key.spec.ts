@@ -1,4 +1,4 @@
-import { readIdempotencyKey } from './idempotency-key.js';
+import { checkResolvedKey, readIdempotencyKey } from './idempotency-key.js';
 import { IdempotencyKeyInvalidException } from './idempotency.exceptions.js';
 
 const header = 'x-idempotency-key';
@@ -32,6 +32,33 @@ describe('readIdempotencyKey', () => {
     const { headers, rawHeaders } = request('a', 2);
     expect(() => readIdempotencyKey({ headers, raw: { rawHeaders } }, header)).toThrow(
       IdempotencyKeyInvalidException,
+    );
+  });
+});
+
+describe('checkResolvedKey', () => {
+  it('returns a valid key, and undefined for no key', () => {
+    expect(checkResolvedKey('evt-1', 'the key resolver')).toBe('evt-1');
+    expect(checkResolvedKey(undefined, 'the key resolver')).toBeUndefined();
+    expect(checkResolvedKey(null, 'the key resolver')).toBeUndefined();
+  });
+
+  it.each([
+    ['empty', ''],
+    ['too long', 'k'.repeat(256)],
+    ['not ASCII', 'cl\u00e9'],
+    ['a number', 42],
+    ['an object', { id: 1 }],
+  ])('rejects a key that is %s, naming where it came from', (_what, value) => {
+    let error: unknown;
+    try {
+      checkResolvedKey(value, 'the key resolver');
+    } catch (thrown) {
+      error = thrown;
+    }
+    expect(error).toBeInstanceOf(IdempotencyKeyInvalidException);
+    expect((error as IdempotencyKeyInvalidException).getProblem().detail).toMatch(
+      /^The idempotency key \(the key resolver\) is invalid: /,
     );
   });
 });

@@ -1,5 +1,6 @@
 // Reads the key header and rejects malformed keys (CONTRACT: empty, over 255 characters,
-// not printable ASCII, or the header sent more than once).
+// not printable ASCII, or the header sent more than once). Keys from a `key` resolver or a
+// message header get the same checks.
 import { MAX_KEY_LENGTH } from './idempotency.constants.js';
 import { IdempotencyKeyInvalidException } from './idempotency.exceptions.js';
 
@@ -22,15 +23,25 @@ export function readIdempotencyKey(request: any, headerName: string): string | u
   if (typeof value !== 'string') {
     throw new IdempotencyKeyInvalidException(headerName, 'the header was sent more than once');
   }
-  if (value.length === 0) throw new IdempotencyKeyInvalidException(headerName, 'it is empty');
+  return checkKey(value, (reason) => new IdempotencyKeyInvalidException(headerName, reason));
+}
+
+/**
+ * Checks a key that did not come from an HTTP header: what a `key` resolver returned, or a
+ * message header (`source` names it in the error).
+ */
+export function checkResolvedKey(value: unknown, source: string): string | undefined {
+  const invalid = (reason: string) => new IdempotencyKeyInvalidException(source, reason, true);
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw invalid(`it is a ${typeof value}, not a string`);
+  return checkKey(value, invalid);
+}
+
+function checkKey(value: string, invalid: (reason: string) => Error): string {
+  if (value.length === 0) throw invalid('it is empty');
   if (value.length > MAX_KEY_LENGTH) {
-    throw new IdempotencyKeyInvalidException(
-      headerName,
-      `it is longer than ${MAX_KEY_LENGTH} characters`,
-    );
+    throw invalid(`it is longer than ${MAX_KEY_LENGTH} characters`);
   }
-  if (!PRINTABLE_ASCII.test(value)) {
-    throw new IdempotencyKeyInvalidException(headerName, 'it must be printable ASCII');
-  }
+  if (!PRINTABLE_ASCII.test(value)) throw invalid('it must be printable ASCII');
   return value;
 }

@@ -12,6 +12,13 @@ export type IdempotencyScopeResolver = (
   context: ExecutionContext,
 ) => string | Promise<string>;
 
+/**
+ * Reads the idempotency key of one call: from a GraphQL argument, a message field, the
+ * transport's own message id... Return `undefined` when the call carries none. The value is
+ * checked like the header: 1 to 255 printable ASCII characters.
+ */
+export type IdempotencyKeyResolver = (context: ExecutionContext) => string | undefined;
+
 /** Status of a replayed response: `409` (the published behaviour) or the original status. */
 export type ReplayStatus = 409 | 'original';
 
@@ -91,6 +98,35 @@ export interface IdempotentRouteOptions {
    * @example @Idempotent({ statementTimeoutMs: 2_000 })
    */
   statementTimeoutMs?: number;
+  /**
+   * Where the key comes from. A string names the header that carries it: the request header
+   * (HTTP, and GraphQL over HTTP) or the message header (transports that have headers:
+   * RabbitMQ, NATS, Kafka, MQTT 5). A function reads it from the call itself: a mutation
+   * argument, a message field, the transport's message id. See the README, per context.
+   * @default the module's `headerName`
+   * @example @Idempotent({ key: (ctx) => ctx.switchToRpc().getData().eventId })
+   */
+  key?: string | IdempotencyKeyResolver;
+  /**
+   * Handlers with the same namespace share their keys. By default each context keeps its
+   * own: HTTP routes have none (their records keep the bare scope), each GraphQL mutation
+   * field has `graphql:<Type>.<field>` and each message handler `rpc:<Class>.<method>`, so
+   * two consumers of one event each process it once. Give several handlers one namespace to
+   * map them together (`''` joins the HTTP routes).
+   * @default per context, as above
+   * @example @Idempotent({ namespace: 'payments' })
+   */
+  namespace?: string;
+  /**
+   * Message handlers on RabbitMQ with `noAck: false`: the module acknowledges the message
+   * once its outcome is final (after the record is stored, and committed with
+   * `transactional`; or when a repeat is skipped) and rejects it with requeue when the
+   * handler fails or the key is still in flight elsewhere (after `retryAfterSeconds`), so the
+   * broker delivers it again. The handler must then not acknowledge it itself.
+   * @default false
+   * @example @Idempotent({ transactional: true, acknowledge: true })
+   */
+  acknowledge?: boolean;
 }
 
 /** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */
@@ -116,7 +152,8 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    */
   store?: IdempotencyStore;
   /**
-   * Request header that carries the key, matched case-insensitively.
+   * Request header that carries the key, matched case-insensitively (a string `key` does the
+   * same, and can also be set per route).
    * @default 'x-idempotency-key'
    */
   headerName?: string;

@@ -37,26 +37,36 @@ export class IdempotencyException extends HttpException {
   }
 }
 
-/** 400: the route requires a key and none was sent. */
+/**
+ * 400: the route requires a key and none was sent. `source` names where it was looked for
+ * when that is not a header (a `key` resolver).
+ */
 export class IdempotencyKeyMissingException extends IdempotencyException {
-  constructor(headerName: string) {
+  constructor(headerName: string, source?: string) {
     super(
       HttpStatus.BAD_REQUEST,
       'idempotency_key_missing',
       'Idempotency key required',
-      `This endpoint requires an "${headerName}" header with a unique key for the operation.`,
+      source
+        ? `This handler requires an idempotency key (${source}), and the call carries none.`
+        : `This endpoint requires an "${headerName}" header with a unique key for the operation.`,
     );
   }
 }
 
-/** 400: the key is empty, too long, not printable ASCII, or sent more than once. */
+/**
+ * 400: the key is empty, too long, not printable ASCII, or sent more than once. With
+ * `named`, `source` describes where the key came from instead of being a header name.
+ */
 export class IdempotencyKeyInvalidException extends IdempotencyException {
-  constructor(headerName: string, reason: string) {
+  constructor(source: string, reason: string, named = false) {
     super(
       HttpStatus.BAD_REQUEST,
       'idempotency_key_invalid',
       'Invalid idempotency key',
-      `The "${headerName}" header is invalid: ${reason}.`,
+      named
+        ? `The idempotency key (${source}) is invalid: ${reason}.`
+        : `The "${source}" header is invalid: ${reason}.`,
     );
   }
 }

@@ -26,6 +26,16 @@ export function computeFingerprint(input: FingerprintInput): Buffer {
     .digest();
 }
 
+/**
+ * Fingerprint of a call that is not an HTTP request: its kind (`graphql`, `rpc`), what it
+ * calls (the mutation field, the message pattern) and its payload in canonical JSON (raw
+ * bytes when the payload is a Buffer).
+ */
+export function computeCallFingerprint(kind: string, operation: string, payload: unknown): Buffer {
+  const body = Buffer.isBuffer(payload) ? payload : (canonicalize(payload ?? null) ?? '');
+  return createHash('sha256').update(`${kind}\n${operation}\n`).update(body).digest();
+}
+
 /** Sorts parameters by name, then value, so `?b=2&a=1` equals `?a=1&b=2`. */
 function normalizeQuery(query: string): string {
   const params = [...new URLSearchParams(query)];

@@ -2,6 +2,10 @@
 // key -> scope and fingerprint -> claim -> run or replay; the context adapter does what is
 // particular to HTTP (or another context), the engine everything that touches the record.
 //
+// The GraphQL and message contexts are loaded on their first call: they import
+// @nestjs/graphql and @nestjs/microservices, optional peers that an HTTP-only app need not
+// have installed.
+//
 // Route-bound rather than global (APP_INTERCEPTOR) on purpose: it then runs inside the
 // route's other interceptors, so it can tell the handler's own failure (which frees the key)
 // from an outer interceptor's (a timeout answering 408 while the handler still runs, which
@@ -16,12 +20,22 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { catchError, from, mergeMap, throwError, type Observable } from 'rxjs';
+import {
+  catchError,
+  defer,
+  from,
+  lastValueFrom,
+  mergeMap,
+  throwError,
+  toArray,
+  type Observable,
+} from 'rxjs';
 import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import { IdempotencyEngine, type IdempotentCall } from './idempotency.engine.js';
 import { IdempotencyException, IdempotencyKeyMissingException } from './idempotency.exceptions.js';
 import { HttpIdempotencyContext } from './idempotency-http.context.js';
+import { checkResolvedKey } from './idempotency-key.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type {
   IdempotencyModuleOptions,
@@ -29,8 +43,20 @@ import type {
 } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
 
+type ContextLoader = (engine: IdempotencyEngine) => Promise<IdempotencyContextAdapter>;
+
+/** Contexts other than HTTP, by `ExecutionContext.getType()`; other types pass through. */
+const LAZY_CONTEXTS: Partial<Record<string, ContextLoader>> = {
+  graphql: async (engine) =>
+    new (await import('./idempotency-graphql.context.js')).GraphqlIdempotencyContext(engine),
+  rpc: async (engine) =>
+    new (await import('./idempotency-rpc.context.js')).RpcIdempotencyContext(engine),
+};
+
 const MODULE_MISSING =
   '@Idempotent() is used, but IdempotencyModule is not imported. Import IdempotencyModule.forRoot() (or forRootAsync()) once, in the root module: it is global. In unit tests, import IdempotencyTestingModule from "nest-idempotency-pg/testing" instead.';
+
+const KEY_RESOLVER = 'read by the `key` option';
 
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
@@ -38,6 +64,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
   /** Calls already tracked: @Idempotent() on both class and method binds this twice. */
   private readonly tracked = new WeakSet<object>();
   private readonly contexts: Partial<Record<string, IdempotencyContextAdapter>>;
+  private readonly loading = new Map<string, Promise<IdempotencyContextAdapter>>();
 
   constructor(
     protected readonly reflector: Reflector,
@@ -56,8 +83,24 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (!this.engine) throw new Error(MODULE_MISSING);
-    const adapter = this.contexts[context.getType()];
-    if (!adapter) return next.handle();
+    const type = context.getType();
+    const adapter = this.contexts[type];
+    if (adapter) return this.track(adapter, context, next);
+    const load = LAZY_CONTEXTS[type];
+    if (!load) return next.handle();
+    let loading = this.loading.get(type);
+    if (!loading) {
+      loading = load(this.engine).then((loaded) => (this.contexts[type] = loaded));
+      this.loading.set(type, loading);
+    }
+    return from(loading).pipe(mergeMap((loaded) => this.track(loaded, context, next)));
+  }
+
+  private track(
+    adapter: IdempotencyContextAdapter,
+    context: ExecutionContext,
+    next: CallHandler,
+  ): Observable<unknown> {
     const args = context.getArgs();
     if (this.tracked.has(args) || !adapter.applies(context)) return next.handle();
     const options = this.optionsFor(context);
@@ -65,30 +108,36 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     this.tracked.add(args);
 
     try {
-      const key = adapter.readKey(context, options);
+      const key = options.keyResolver
+        ? checkResolvedKey(options.keyResolver(context), KEY_RESOLVER)
+        : adapter.readKey(context, options);
       if (key === undefined) {
-        if (options.required) throw new IdempotencyKeyMissingException(options.headerName);
+        if (options.required) {
+          const source = options.keyResolver ? KEY_RESOLVER : adapter.keySource?.(options);
+          throw new IdempotencyKeyMissingException(options.headerName, source);
+        }
         return next.handle();
       }
       adapter.prepare?.(context);
-      return from(this.describeCall(adapter, context, key, options)).pipe(
+      const handled = from(this.describeCall(adapter, context, key, options)).pipe(
         mergeMap((call) =>
           from(this.engine!.admit(call)).pipe(
             mergeMap((admission) =>
               admission.outcome === 'replay'
-                ? adapter.replay(context, admission.response, options)
+                ? adapter.replay(context, admission.response, options, call)
                 : adapter.run(context, call, admission.record, next),
             ),
           ),
         ),
         catchError((error: unknown) =>
           throwError(() =>
-            error instanceof IdempotencyException ? adapter.reject(error, context) : error,
+            error instanceof IdempotencyException ? adapter.reject(error, context, options) : error,
           ),
         ),
       );
+      return adapter.runsToCompletion ? toCompletion(handled) : handled;
     } catch (error) {
-      throw error instanceof IdempotencyException ? adapter.reject(error, context) : error;
+      throw error instanceof IdempotencyException ? adapter.reject(error, context, options) : error;
     }
   }
 
@@ -98,7 +147,10 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     key: string,
     options: ResolvedOptions,
   ): Promise<IdempotentCall> {
-    const scope = await options.scope(adapter.scopeSubject(context), context);
+    const owner = await options.scope(adapter.scopeSubject(context), context);
+    const namespace = options.namespace ?? adapter.namespace?.(context) ?? '';
+    // HTTP routes have no namespace, so their records keep the scope they always had.
+    const scope = namespace === '' ? owner : `${namespace}|${owner}`;
     const fingerprint = await adapter.fingerprint(context);
     return { scope, key, fingerprint, options };
   }
@@ -117,4 +169,14 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     this.resolved.set(handler, options);
     return options;
   }
+}
+
+/**
+ * Subscribes to `source` on its own and replays what it emitted, so that a caller that
+ * unsubscribes early cannot stop it between the claim and the settlement.
+ */
+function toCompletion<T>(source: Observable<T>): Observable<T> {
+  return defer(() => from(lastValueFrom(source.pipe(toArray())))).pipe(
+    mergeMap((values) => from(values)),
+  );
 }

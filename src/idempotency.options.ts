@@ -7,6 +7,7 @@ import {
   DEFAULT_STATEMENT_TIMEOUT_MS,
 } from './idempotency.constants.js';
 import type {
+  IdempotencyKeyResolver,
   IdempotencyModuleOptions,
   IdempotencyScopeResolver,
   IdempotentRouteOptions,
@@ -24,6 +25,11 @@ export interface ResolvedOptions {
   transactional: boolean;
   renewLease: boolean;
   statementTimeoutMs: number;
+  /** Reads the key from the call instead of the header `headerName`. */
+  keyResolver?: IdempotencyKeyResolver;
+  /** The handlers' shared namespace; `undefined` means each context's own. */
+  namespace?: string;
+  acknowledge: boolean;
 }
 
 /** The authenticated principal (Passport-style `request.user`), else one shared scope. */
@@ -38,8 +44,12 @@ export function resolveOptions(
   route: IdempotentRouteOptions,
 ): ResolvedOptions {
   const pick = <K extends keyof IdempotentRouteOptions>(name: K) => route[name] ?? module[name];
+  const key = pick('key');
   const resolved: ResolvedOptions = {
-    headerName: (module.headerName ?? DEFAULT_HEADER_NAME).toLowerCase(),
+    headerName: (typeof key === 'string'
+      ? key
+      : (module.headerName ?? DEFAULT_HEADER_NAME)
+    ).toLowerCase(),
     required: pick('required') ?? false,
     retentionMs: pick('retentionMs') ?? DEFAULT_RETENTION_MS,
     leaseMs: pick('leaseMs') ?? DEFAULT_LEASE_MS,
@@ -49,6 +59,9 @@ export function resolveOptions(
     transactional: pick('transactional') ?? false,
     renewLease: pick('renewLease') ?? false,
     statementTimeoutMs: pick('statementTimeoutMs') ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+    keyResolver: typeof key === 'function' ? key : undefined,
+    namespace: pick('namespace'),
+    acknowledge: pick('acknowledge') ?? false,
   };
   assertValidOptions(resolved);
   return resolved;
@@ -66,6 +79,13 @@ export function assertValidOptions(options: IdempotentRouteOptions): void {
     if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
       throw new Error(`Idempotency option ${name} must be a positive number, got ${value}.`);
     }
+  }
+  const { key, namespace } = options;
+  if (key !== undefined && typeof key !== 'function' && !(typeof key === 'string' && key)) {
+    throw new Error(`Idempotency option key must be a header name or a function, got ${key}.`);
+  }
+  if (namespace !== undefined && typeof namespace !== 'string') {
+    throw new Error(`Idempotency option namespace must be a string, got ${namespace}.`);
   }
   const status = options.replayStatus;
   if (status !== undefined && status !== 409 && status !== 'original') {

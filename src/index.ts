@@ -5,9 +5,15 @@ export { Idempotent } from './idempotent.decorator.js';
 export { IdempotencyTransaction } from './idempotency.transaction.js';
 export { IdempotencyInterceptor } from './idempotency.interceptor.js';
 export { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
+export {
+  idempotencyApolloPlugin,
+  idempotencyMercuriusHooks,
+  type IdempotencyReplayedField,
+} from './idempotency-graphql.extensions.js';
 export type {
   IdempotencyModuleOptions,
   IdempotentRouteOptions,
+  IdempotencyKeyResolver,
   IdempotencyScopeResolver,
   ReplayStatus,
   IdempotencyPurgeOptions,

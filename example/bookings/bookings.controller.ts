@@ -1,11 +1,23 @@
 // The bookings API, shaped like the published one. Only the POST is idempotent (GETs are
 // safe by definition and never tracked), and it is transactional: the booking row and the
 // stored response commit together, so even a crash between them cannot book twice.
-import { Body, Controller, Get, Headers, Param, Post, Res, UseGuards } from '@nestjs/common';
+import {
+  Body,
+  Controller,
+  Get,
+  Headers,
+  HttpCode,
+  Param,
+  Post,
+  Res,
+  UseGuards,
+} from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Idempotent } from '../../src/index.js';
 import { PartnerAuthGuard } from '../auth/partner-auth.guard.js';
 import { toBookingResponse, type BookingResponse } from './booking.entity.js';
 import { BookingsService } from './bookings.service.js';
+import { DeliveryLog } from '../confirmations/confirmation-sender.controller.js';
 import { InstantBookingDto } from './instant-booking.dto.js';
 
 /**
@@ -24,7 +36,10 @@ interface HeaderWriter {
 @Controller('x/partners/:partnerId')
 @UseGuards(PartnerAuthGuard)
 export class BookingsController {
-  constructor(private readonly bookings: BookingsService) {}
+  constructor(
+    private readonly bookings: BookingsService,
+    private readonly deliveries: DeliveryLog,
+  ) {}
 
   @Post('instant_booking')
   @Idempotent({ transactional: true })
@@ -47,6 +62,38 @@ export class BookingsController {
     @Param('id') id: string,
   ): Promise<BookingResponse> {
     return toBookingResponse(await this.bookings.findOne(partnerId, id));
+  }
+
+  /**
+   * The booking's `booking.created` event: how often it reached the confirmation sender, and
+   * how many confirmations went out.
+   */
+  @Get('bookings/:id/confirmations')
+  async confirmations(@Param('partnerId') partnerId: string, @Param('id') id: string) {
+    const booking = await this.bookings.findOne(partnerId, id);
+    const eventId = `booking.created:${booking.id}`;
+    return {
+      booking_id: booking.id,
+      event_id: eventId,
+      deliveries: this.deliveries.count(eventId),
+      sent: await this.bookings.confirmationsSent(booking.id),
+    };
+  }
+
+  /**
+   * DEMO ONLY: delivers the booking's `booking.created` event again, as a broker does after
+   * a consumer crash or a producer's retry, and answers once the sender has handled it.
+   */
+  @Post('bookings/:id/redeliver')
+  @HttpCode(200)
+  async redeliver(@Param('partnerId') partnerId: string, @Param('id') id: string) {
+    const before = this.deliveries.count(`booking.created:${id}`);
+    const event = await this.bookings.redeliver(partnerId, id);
+    for (let waited = 0; waited < 5_000 && this.deliveries.count(event.eventId) <= before;) {
+      await sleep(20);
+      waited += 20;
+    }
+    return this.confirmations(partnerId, id);
   }
 
   /** How many bookings the partner has: the walkthrough checks it against what it expects. */

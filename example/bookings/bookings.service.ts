@@ -4,6 +4,7 @@
 import { Injectable, NotFoundException } from '@nestjs/common';
 import { DataSource, type Repository } from 'typeorm';
 import { IdempotencyTransaction } from '../../src/index.js';
+import { BookingEvents, type BookingCreatedEvent } from '../events/booking-events.js';
 import { Booking } from './booking.entity.js';
 import type { InstantBookingDto } from './instant-booking.dto.js';
 
@@ -12,8 +13,9 @@ export class BookingsService {
   private readonly bookings: Repository<Booking>;
 
   constructor(
-    dataSource: DataSource,
+    private readonly dataSource: DataSource,
     private readonly transaction: IdempotencyTransaction,
+    private readonly events: BookingEvents,
   ) {
     this.bookings = dataSource.getRepository(Booking);
   }
@@ -22,7 +24,7 @@ export class BookingsService {
     const totalCents = dto.quotes.reduce((sum, quote) => sum + Math.round(quote.price * 100), 0);
     // The request's transaction when the key is tracked, the DataSource's manager otherwise.
     const bookings = this.transaction.manager.getRepository(Booking);
-    return bookings.save(
+    const booking = await bookings.save(
       bookings.create({
         partnerId,
         status: 'CONFIRMED',
@@ -32,6 +34,30 @@ export class BookingsService {
         quotes: dto.quotes.map((quote) => ({ ...quote })),
       }),
     );
+    // Published before the booking commits, to keep the example short: its consumer needs
+    // nothing but the event. A production service writes the event to an outbox table in
+    // this transaction and publishes from there, so a rolled-back booking announces nothing.
+    await this.events.publish(bookingCreated(booking));
+    return booking;
+  }
+
+  /**
+   * DEMO ONLY: publishes a booking's `booking.created` again, with the same event id, as a
+   * broker does when it redelivers.
+   */
+  async redeliver(partnerId: string, id: string): Promise<BookingCreatedEvent> {
+    const event = bookingCreated(await this.findOne(partnerId, id));
+    await this.events.publish(event);
+    return event;
+  }
+
+  /** Confirmations sent for a booking (rows the confirmation sender wrote). */
+  async confirmationsSent(bookingId: string): Promise<number> {
+    const [{ sent }] = await this.dataSource.query(
+      `SELECT count(*)::int AS sent FROM confirmations WHERE booking_id = $1`,
+      [bookingId],
+    );
+    return sent;
   }
 
   async findOne(partnerId: string, id: string): Promise<Booking> {
@@ -45,4 +71,13 @@ export class BookingsService {
   count(partnerId: string): Promise<number> {
     return this.bookings.countBy({ partnerId });
   }
+}
+
+function bookingCreated(booking: Booking): BookingCreatedEvent {
+  return {
+    eventId: `booking.created:${booking.id}`,
+    bookingId: booking.id,
+    partnerId: booking.partnerId,
+    email: booking.policyholder.email,
+  };
 }

@@ -1,9 +1,11 @@
-// One TypeORM DataSource for everything the example stores: its bookings and, through
+// One TypeORM DataSource for everything the example stores: its bookings, the confirmations
+// sent for them and, through
 // IdempotencyModule.forRoot({ dataSource }), the idempotency records.
 import { DataSource } from 'typeorm';
 import { CreateIdempotencyRecords1764403200000 } from '../../src/index.js';
 import { Booking } from '../bookings/booking.entity.js';
 import { CreateBookings1764403300000 } from './1764403300000-CreateBookings.js';
+import { CreateConfirmations1764403400000 } from './1764403400000-CreateConfirmations.js';
 
 export interface BookingsDataSourceOptions {
   /** Postgres URL. */
@@ -28,7 +30,11 @@ export async function openBookingsDataSource(
     type: 'postgres',
     url: options.url,
     entities: [Booking],
-    migrations: [CreateIdempotencyRecords1764403200000, CreateBookings1764403300000],
+    migrations: [
+      CreateIdempotencyRecords1764403200000,
+      CreateBookings1764403300000,
+      CreateConfirmations1764403400000,
+    ],
     // search_path rather than TypeORM's `schema` option: the idempotency store's plain SQL
     // and the migrations then find the tables without schema-qualified names.
     extra: schema ? { options: `-c search_path=${schema}` } : undefined,

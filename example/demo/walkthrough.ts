@@ -104,6 +104,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
     headers: Record<string, string> = {},
     method = 'POST',
     path = bookPath,
+    quiet = false,
   ): Promise<Sent> => {
     const shown = Object.entries(headers)
       .map(
@@ -111,7 +112,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
           `${name}: ${value.length > 40 ? `${value.slice(0, 37)}...(${value.length} chars)` : value}`,
       )
       .join(', ');
-    log(`   → ${label}${method} ${path}${shown ? `  [${shown}]` : ''}`);
+    if (!quiet) log(`   → ${label}${method} ${path}${shown ? `  [${shown}]` : ''}`);
     const response = await fetch(`${base}${path}`, {
       method,
       headers: {
@@ -127,7 +128,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
       headers: response.headers,
       body: await response.text(),
     };
-    printResponse(log, label, sent);
+    if (!quiet) printResponse(log, label, sent);
     const id = parseJson(sent.body)?.id;
     if (sent.status === 201 && typeof id === 'string') bookingIds.add(id);
     return sent;
@@ -314,6 +315,38 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   );
   check(result?.body === original.body, 'expected the client to get the first response body');
   pass(`the client saw 423, waited, and got the stored booking: one booking`);
+
+  // 8. Events: the confirmation sender consumes booking.created once, however often it comes.
+  step(
+    'A redelivered event',
+    1,
+    'Each booking publishes booking.created; the confirmation sender consumes it with @Idempotent() keyed by the event id. Brokers deliver at least once, so the event is delivered twice more (DEMO ONLY endpoint): both are acknowledged without sending again.',
+  );
+  const frank = await send('', booking('Frank', 'travel', 12), {
+    'x-idempotency-key': keyFor('event'),
+  });
+  check(frank.status === 201, `expected 201, got ${frank.status}`);
+  const frankId = parseJson(frank.body)?.id;
+  if (typeof frankId === 'string') {
+    const confirmationsPath = `/x/partners/${partnerId}/bookings/${frankId}/confirmations`;
+    let sent: Record<string, unknown> | undefined;
+    for (let waited = 0; waited <= 10_000; waited += 50) {
+      sent = parseJson((await send('', undefined, {}, 'GET', confirmationsPath, true)).body);
+      if (Number(sent?.deliveries) >= 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    log(`   ← first delivery: sent ${sent?.sent} confirmation(s)`);
+    check(sent?.sent === 1, `expected 1 confirmation after the first delivery, got ${sent?.sent}`);
+    const redeliver = `/x/partners/${partnerId}/bookings/${frankId}/redeliver`;
+    const second = parseJson((await send('redelivery 1: ', undefined, {}, 'POST', redeliver)).body);
+    const third = parseJson((await send('redelivery 2: ', undefined, {}, 'POST', redeliver)).body);
+    check(
+      second?.deliveries === 2 && third?.deliveries === 3,
+      `expected the sender to see 3 deliveries, saw ${third?.deliveries}`,
+    );
+    check(third?.sent === 1, `expected the count of sends to stay at 1, got ${third?.sent}`);
+    pass(`3 deliveries of ${third?.event_id}, 1 confirmation sent: the repeats were skipped`);
+  }
 
   const after = await bookingCount();
   const expectedBookings = steps.reduce((sum, s) => sum + s.expectedBookings, 0);

@@ -22,6 +22,23 @@ describe('npm run demo walkthrough', () => {
     result = await runWalkthrough({ baseUrl: app.url, log: (line) => lines.push(line) });
   }, 60_000);
 
+  /** Confirmations per booking, once every booking's event has been consumed. */
+  async function waitForConfirmations(bookings: number) {
+    const query = () =>
+      app.dataSource.query(
+        `SELECT b.id, count(c.id)::int AS sent FROM ${schema}.bookings b
+           LEFT JOIN ${schema}.confirmations c ON c.booking_id = b.id GROUP BY b.id`,
+      );
+    for (let waited = 0; waited < 10_000; waited += 50) {
+      const rows = await query();
+      if (rows.length === bookings && rows.every((row: { sent: number }) => row.sent > 0)) {
+        return { rows };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return { rows: await query() };
+  }
+
   afterAll(async () => {
     if (!app) return;
     try {
@@ -44,29 +61,48 @@ describe('npm run demo walkthrough', () => {
       'No key',
       'A bad key',
       'The retrying client',
+      'A redelivered event',
     ]);
     expect(result.ok).toBe(true);
   });
 
-  it('creates exactly the bookings the steps imply: 1 + 0 + 1 + 0 + 2 + 0 + 1', async () => {
-    expect(result.expectedBookings).toBe(5);
-    expect(result.createdBookings).toBe(5);
-    expect(result.distinctBookingIds).toBe(5);
+  it('creates exactly the bookings the steps imply: 1 + 0 + 1 + 0 + 2 + 0 + 1 + 1', async () => {
+    expect(result.expectedBookings).toBe(6);
+    expect(result.createdBookings).toBe(6);
+    expect(result.distinctBookingIds).toBe(6);
     const [{ count }] = await app.dataSource.query(
       `SELECT count(*)::int AS count FROM ${schema}.bookings`,
     );
-    expect(count).toBe(5);
+    expect(count).toBe(6);
+  });
+
+  it('sends one confirmation per booking, though one event was delivered three times', async () => {
+    const event = result.steps.find((step) => step.title === 'A redelivered event')!;
+    expect(event.failures).toEqual([]);
+    expect(lines.join('\n')).toMatch(
+      /3 deliveries of booking\.created:[0-9a-f-]+, 1 confirmation sent/,
+    );
+    const { rows } = await waitForConfirmations(6);
+    expect(rows.every((row: { sent: number }) => row.sent === 1)).toBe(true);
+    expect(rows).toHaveLength(6);
   });
 
   it('stores one completed idempotency record per key that succeeded, in the partner scope', async () => {
     const rows: { scope: string; state: string }[] = await app.dataSource.query(
       `SELECT scope, state FROM ${schema}.idempotency_records ORDER BY created_at`,
     );
-    // first, concurrent and client keys; the 422, 400 and keyless requests store nothing.
-    expect(rows).toEqual([
+    // first, concurrent, client and event keys; the 422, 400 and keyless requests store
+    // nothing. The confirmation sender's records live in its own namespace.
+    expect(rows.filter((row) => !row.scope.startsWith('rpc:'))).toEqual([
+      { scope: 'user:ACME01', state: 'completed' },
       { scope: 'user:ACME01', state: 'completed' },
       { scope: 'user:ACME01', state: 'completed' },
       { scope: 'user:ACME01', state: 'completed' },
     ]);
+    const events = rows.filter((row) => row.scope.startsWith('rpc:'));
+    expect(new Set(events.map((row) => row.scope))).toEqual(
+      new Set(['rpc:ConfirmationSender.send|']),
+    );
+    expect(events).toHaveLength(6);
   });
 });

@@ -21,9 +21,9 @@ const compiled = new Map<string, Promise<string>>();
  * Nest and TypeORM take to import. Same SWC settings as .swcrc (decorator metadata on).
  */
 export function compiledEntry(entry = ENTRY): Promise<string> {
-  let result = compiled.get(entry);
-  if (result) return result;
-  result = (async () => {
+  let done = compiled.get(entry);
+  if (done) return done;
+  done = (async () => {
     const cache = join(ROOT, 'node_modules', '.cache', 'nest-idempotency-resilience');
     const out = join(cache, `tmp-${randomUUID()}`);
     mkdirSync(out, { recursive: true });
@@ -51,7 +51,8 @@ export function compiledEntry(entry = ENTRY): Promise<string> {
       mkdirSync(dirname(target), { recursive: true });
       writeFileSync(target, code);
       sources.set(file, source);
-      const imports = [...code.matchAll(/(?:from|import)\s*['"](\.{1,2}\/[^'"]+)\.js['"]/g)];
+      // Static imports and dynamic import('./...') alike (the lazily loaded contexts).
+      const imports = [...code.matchAll(/(?:from|import)\s*\(?\s*['"](\.{1,2}\/[^'"]+)\.js['"]/g)];
       await Promise.all(imports.map(([, spec]) => visit(resolve(dirname(file), `${spec}.ts`))));
     };
     await visit(join(ROOT, entry));
@@ -67,8 +68,8 @@ export function compiledEntry(entry = ENTRY): Promise<string> {
     }
     return join(final, entry.replace(/\.ts$/, '.js'));
   })();
-  compiled.set(entry, result);
-  return result;
+  compiled.set(entry, done);
+  return done;
 }
 
 export interface AppProcess {
@@ -90,8 +91,12 @@ const children = new Set<ChildProcess>();
 export interface StartOptions {
   idemTable: string;
   runsTable: string;
-  /** Another child entry (a path from the repository root); its env comes from `env`. */
+  /**
+   * Another child entry than the resilience server (a path from the repository root; it
+   * must print `READY <port>` too); its settings come from `env`.
+   */
   entry?: string;
+  /** More environment for the child. */
   env?: Record<string, string>;
   adapter?: 'express' | 'fastify';
   retryAfterSeconds?: number;

@@ -211,7 +211,7 @@ describe('transactional idempotency across instances', () => {
       child.process.kill('SIGKILL');
       await peer.app.close();
     }
-  }, 30_000);
+  }, 90_000);
 });
 
 interface Server {
@@ -240,7 +240,12 @@ function spawnServer(
   let markInserted: () => void;
   const inserted = new Promise<void>((resolve) => (markInserted = resolve));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('child server did not start')), 20_000);
+    // Generous, and the child dies with the attempt: loading the TypeScript through swc-node
+    // takes over 10 s on a loaded 2-core machine, and an orphan would keep Jest from exiting.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('child server did not start'));
+    }, 45_000);
     child.once('exit', (code) => reject(new Error(`child server exited with ${code}`)));
     lines.on('line', (line) => {
       if (line.startsWith('READY ')) {

@@ -10,6 +10,7 @@
 // passthrough handler that already sent, Fastify's reply.send() after a raw end()) changes
 // nothing, as without the module, instead of going out in place of the held one.
 import {
+  OutgoingMessage,
   validateHeaderName,
   validateHeaderValue,
   type OutgoingHttpHeader,
@@ -39,8 +40,45 @@ const PATCHED = [
 ] as const;
 type Patched = Pick<ServerResponse, (typeof PATCHED)[number]>;
 
-/** State getters that report the held response as sent, as Node's would. */
-const STATE = ['headersSent', 'writableEnded'] as const;
+/** Where a held response keeps what its state getters report. */
+const HOLD = Symbol('idempotency.hold');
+interface HoldState {
+  held: boolean;
+  headSent: boolean;
+  ended: boolean;
+}
+type HeldResponse = ServerResponse & { [HOLD]?: HoldState };
+
+const nodeHeadersSent = Object.getOwnPropertyDescriptor(
+  OutgoingMessage.prototype,
+  'headersSent',
+)!.get!;
+const nodeWritableEnded = Object.getOwnPropertyDescriptor(
+  OutgoingMessage.prototype,
+  'writableEnded',
+)!.get!;
+
+/**
+ * `headersSent` and `writableEnded` report a held response as sent, as Node's would, and are
+ * Node's own once it is released. The same two functions for every response: a closure per
+ * response would give each its own V8 shape and make Node's code several times slower on it.
+ */
+const STATE_GETTERS: PropertyDescriptorMap = {
+  headersSent: {
+    configurable: true,
+    get(this: HeldResponse) {
+      const state = this[HOLD];
+      return state?.held ? state.headSent : nodeHeadersSent.call(this);
+    },
+  },
+  writableEnded: {
+    configurable: true,
+    get(this: HeldResponse) {
+      const state = this[HOLD];
+      return state?.held ? state.ended : nodeWritableEnded.call(this);
+    },
+  },
+};
 
 /**
  * Holds `response` from now on. Once the response is complete (end() was called), `settle`
@@ -52,35 +90,29 @@ export function holdResponse(
   storedHeaders: readonly string[],
   settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
 ): void {
+  // Node's methods, or the wrappers middleware such as compression put on the instance.
   const original = Object.fromEntries(PATCHED.map((name) => [name, response[name]])) as Patched;
-  // Middleware such as compression wraps some of these on the instance: those come back.
-  const own = PATCHED.filter((name) => Object.prototype.hasOwnProperty.call(response, name));
   const chunks: Buffer[] = [];
   let head: { status: number; message: string | undefined } | undefined;
-  let ended = false;
   let headArgs: unknown[] | undefined;
   let headHeaders: OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
+  const state: HoldState = { held: true, headSent: false, ended: false };
+  (response as HeldResponse)[HOLD] = state;
+  Object.defineProperties(response, STATE_GETTERS);
 
   const fixHead = () => {
     head ??= { status: response.statusCode, message: response.statusMessage || undefined };
+    state.headSent = true;
   };
   const notAfterHead = (verb: string) => {
     if (head) throw headersSentError(verb);
   };
+  // Put back by assignment, not `delete`, which would turn the response into a slow
+  // dictionary-mode object for the rest of its life.
   const release = () => {
-    for (const name of PATCHED) {
-      if (own.includes(name)) (response as any)[name] = original[name];
-      else delete (response as any)[name];
-    }
-    for (const name of STATE) delete (response as any)[name];
+    state.held = false;
+    Object.assign(response, original);
   };
-
-  for (const name of STATE) {
-    Object.defineProperty(response, name, {
-      configurable: true,
-      get: () => (name === 'headersSent' ? head !== undefined : ended),
-    });
-  }
 
   const patch: Patched = {
     writeHead: function (this: ServerResponse, status: number, ...rest: unknown[]) {
@@ -108,7 +140,7 @@ export function holdResponse(
     write: function (this: ServerResponse, chunk: unknown, encoding?: unknown, callback?: unknown) {
       const done = typeof encoding === 'function' ? encoding : callback;
       const buffer = toBuffer(chunk, encoding);
-      if (ended) {
+      if (state.ended) {
         writeAfterEnd(response, done);
         return true;
       }
@@ -122,7 +154,7 @@ export function holdResponse(
       if (typeof chunk === 'function') [callback, chunk] = [chunk, undefined];
       if (typeof encoding === 'function') [callback, encoding] = [encoding, undefined];
       const done = typeof callback === 'function' ? (callback as () => void) : undefined;
-      if (ended) {
+      if (state.ended) {
         // As Node: a late chunk is an error for its callback; a bare end() waits for 'finish'.
         if (chunk) writeAfterEnd(response, done);
         else if (done) response.once('finish', done);
@@ -130,7 +162,7 @@ export function holdResponse(
       }
       if (chunk) chunks.push(toBuffer(chunk, encoding));
       fixHead();
-      ended = true;
+      state.ended = true;
       const { status, message } = head!;
       // Node sends no body for these, whatever was written; neither is one stored.
       const bodiless =

@@ -173,16 +173,19 @@ describe('module options that cannot work are refused at start-up', () => {
     }
   }
 
-  async function start(options: Record<string, unknown>): Promise<void> {
+  async function start(options: Record<string, unknown>, async = false): Promise<void> {
     const tableName = uniqueTableName();
+    const all = {
+      connection: process.env.DATABASE_URL,
+      tableName,
+      purge: { enabled: false },
+      ...options,
+    };
     const moduleRef = await Test.createTestingModule({
       imports: [
-        IdempotencyModule.forRoot({
-          connection: process.env.DATABASE_URL,
-          tableName,
-          purge: { enabled: false },
-          ...options,
-        }),
+        async
+          ? IdempotencyModule.forRootAsync({ useFactory: async () => all })
+          : IdempotencyModule.forRoot(all),
       ],
       controllers: [PlainController],
     }).compile();
@@ -198,6 +201,12 @@ describe('module options that cannot work are refused at start-up', () => {
   it('names an unknown option and lists the valid ones', async () => {
     await expect(start({ requierd: true })).rejects.toThrow(
       /Unknown idempotency option "requierd" in IdempotencyModule\.forRoot\(\)\. Valid options: required, .*tableName/,
+    );
+  });
+
+  it('checks what a forRootAsync() factory returns the same way', async () => {
+    await expect(start({ requierd: true }, true)).rejects.toThrow(
+      /Unknown idempotency option "requierd"/,
     );
   });
 

@@ -94,8 +94,8 @@ export interface IdempotentRouteOptions {
   replayHeaders?: string[];
   /**
    * Also store the error responses the handler itself produced (it threw, or answered 4xx or
-   * 5xx), so that a retry gets the same error instead of running the handler again, as
-   * Stripe does. `true` stores every such error; a function chooses by status. A stored
+   * 5xx; a pipe's validation error counts, as pipes run inside), so that a retry gets the
+   * same error instead of running the handler again, as Stripe does. `true` stores every such error; a function chooses by status. A stored
    * error is replayed with its own status (a 409 only ever carries a success), marked
    * `Idempotent-Replayed: true`. Errors the handler did not produce (a timeout interceptor's
    * 408) and this module's own (422, 423, 503...) are never stored. With `transactional`, the

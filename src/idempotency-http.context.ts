@@ -132,7 +132,7 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
           const settlement = transactionalSettlementOf(captured, handler, options);
           if (settlement.discardWrites) {
             // A stored error keeps none of the handler's writes: roll them back, store it alone.
-            await transaction.rollback().catch(() => undefined);
+            await transaction.rollback(options.statementTimeoutMs).catch(() => undefined);
           }
           const problem = await this.engine.settle(
             record,

@@ -178,6 +178,7 @@ describe('module options that cannot work are refused at start-up', () => {
     const all = {
       connection: process.env.DATABASE_URL,
       tableName,
+      runMigrations: true,
       purge: { enabled: false },
       ...options,
     };

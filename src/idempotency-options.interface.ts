@@ -80,10 +80,11 @@ export interface IdempotentRouteOptions {
    */
   scope?: IdempotencyScopeResolver;
   /**
-   * Response headers to store and replay besides the default ones, which are those that
-   * describe the stored body or the resource the request created: `Content-Type`,
-   * `Content-Encoding`, `Content-Language`, `Content-Disposition`, `ETag`, `Last-Modified`,
-   * `Cache-Control`, `Vary`, `Location` and `Content-Location`. Anything else is about one
+   * HTTP routes: response headers to store and replay besides the default ones, which are
+   * those that describe the stored body or the resource the request created:
+   * `Content-Type`, `Content-Encoding`, `Content-Language`, `Content-Disposition`, `ETag`,
+   * `Last-Modified`, `Cache-Control`, `Vary`, `Location` and `Content-Location`. Anything
+   * else is about one
    * exchange and is not replayed (a replay gets the headers your middleware sets on it, such
    * as CORS or a request id). `Set-Cookie`, framing headers (`Content-Length`,
    * `Transfer-Encoding`, `Connection`...) and `Date` are never replayed: naming them throws.
@@ -93,13 +94,15 @@ export interface IdempotentRouteOptions {
    */
   replayHeaders?: string[];
   /**
-   * Also store the error responses the handler itself produced (it threw, or answered 4xx or
-   * 5xx; a pipe's validation error counts, as pipes run inside), so that a retry gets the
-   * same error instead of running the handler again, as Stripe does. `true` stores every such error; a function chooses by status. A stored
-   * error is replayed with its own status (a 409 only ever carries a success), marked
-   * `Idempotent-Replayed: true`. Errors the handler did not produce (a timeout interceptor's
-   * 408) and this module's own (422, 423, 503...) are never stored. With `transactional`, the
-   * handler's writes are rolled back and the error is stored alone.
+   * HTTP routes (GraphQL and message handlers always free the key on an error): also store
+   * the error responses the handler itself produced (it threw, or answered 4xx or 5xx; a
+   * pipe's validation error counts, as pipes run inside), so that a retry gets the same
+   * error instead of running the handler again, as Stripe does. `true` stores every such
+   * error; a function chooses by status. A stored error is replayed with its own status (a
+   * 409 only ever carries a success), marked `Idempotent-Replayed: true`. Errors the handler
+   * did not produce (a timeout interceptor's 408) and this module's own (422, 423, 503...)
+   * are never stored. With `transactional`, the handler's writes are rolled back and the
+   * error is stored alone.
    * @default false (errors release the key: a retry runs the handler again)
    * @example @Idempotent({ storeErrors: (status) => status >= 400 && status < 500 && status !== 429 })
    */

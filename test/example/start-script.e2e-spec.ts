@@ -66,7 +66,7 @@ async function npmStart(dataDir: string): Promise<NpmStart> {
     },
     START_TIMEOUT_MS,
   );
-  const url = /Bookings API ready on (\S+)/.exec(output)![1];
+  const url = /Bookings API ready on (http:\/\/[^\s;]+)/.exec(output)![1];
   return { child, pgid: child.pid!, url, output: () => output, exited };
 }
 

@@ -1,27 +1,38 @@
 // `npm start`: the bookings example on DATABASE_URL, or on an embedded Postgres kept in
-// .pgdata/ (so keys sent before a restart still replay after it). Ctrl-C stops it cleanly.
+// .pgdata/ (so keys sent before a restart still replay after it). Ctrl-C, or SIGTERM to npm
+// or to this process, stops it cleanly: requests in flight finish and are stored, then the
+// app closes, then Postgres.
 import { fileURLToPath } from 'node:url';
 import { startDatabase } from '../scripts/embedded-postgres.js';
 import { startBookingsApp, type RunningBookingsApp } from './bookings-app.js';
 
 // A folder inside .pgdata/, not .pgdata/ itself: as root the helper opens the data folder's
 // parent to the `postgres` user, and that parent should not be the repository root.
-const DATA_DIR = fileURLToPath(new URL('../.pgdata/cluster', import.meta.url));
+// EXAMPLE_DATA_DIR moves it (the tests run the example on a cluster of their own).
+const DATA_DIR =
+  process.env.EXAMPLE_DATA_DIR ?? fileURLToPath(new URL('../.pgdata/cluster', import.meta.url));
+/** How often to check whether npm (or whoever started this process) is still there. */
+const PARENT_CHECK_MS = 500;
 
 async function main(): Promise<void> {
   if (!process.env.DATABASE_URL) console.log(`Starting embedded Postgres in ${DATA_DIR} ...`);
-  const db = await startDatabase({ dataDir: DATA_DIR, persistent: true });
+  // Its own process group: the terminal's Ctrl-C reaches this process only, which stops the
+  // app (letting requests in flight finish) before it stops Postgres.
+  const db = await startDatabase({ dataDir: DATA_DIR, persistent: true, ownProcessGroup: true });
   let app: RunningBookingsApp | undefined;
 
   // embedded-postgres installs its own SIGINT/SIGTERM hook that stops the cluster and exits
-  // at once, racing the app's shutdown (requests in flight would lose their database). Take
-  // those signals over: app first, then Postgres, then exit.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(signal);
+  // at once, racing the app's shutdown. Take those signals over: app first, then Postgres.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal);
   let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
+  const stop = async (reason: string) => {
+    if (stopping) {
+      // A second Ctrl-C does not wait any longer (Postgres is stopped on the way out).
+      if (reason.startsWith('SIG')) process.exit(1);
+      return;
+    }
     stopping = true;
-    console.log(`\n${signal}: shutting down...`);
+    console.log(`\n${reason}: shutting down...`);
     let code = 0;
     try {
       await app?.close();
@@ -33,8 +44,15 @@ async function main(): Promise<void> {
     }
     process.exit(code);
   };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => void stop(signal));
+  }
+  // npm runs this through `sh -c`, which does not pass a SIGTERM sent to npm on: sh dies and
+  // this process would be left running, reparented. A new parent means that happened.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void stop('The process that started this one has exited');
+  }, PARENT_CHECK_MS).unref();
 
   try {
     app = await startBookingsApp({

@@ -6,7 +6,7 @@ import { StreamableFile, type CallHandler, type ExecutionContext } from '@nestjs
 import { from, map, mergeMap, tap, type Observable } from 'rxjs';
 import { SAFE_METHODS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
-import type { IdempotencyEngine, IdempotentCall, Settlement } from './idempotency.engine.js';
+import type { IdempotencyEngine, IdempotentCall } from './idempotency.engine.js';
 import {
   IdempotencyUnsupportedResponseException,
   type IdempotencyException,
@@ -15,38 +15,15 @@ import { computeFingerprint } from './idempotency.fingerprint.js';
 import { readIdempotencyKey } from './idempotency-key.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import {
-  holdResponse,
-  type CapturedResponse,
-  type ReplacementResponse,
-} from './idempotency-response.js';
+  HandlerOutcome,
+  isSuccessStatus,
+  settlementOf,
+  transactionalSettlementOf,
+} from './idempotency-http.settlement.js';
+import { holdResponse, type ReplacementResponse } from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { assertStorableRoute } from './idempotency-route.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
-
-/** What the route handler itself did, as opposed to what was finally written. */
-class HandlerOutcome {
-  private state: 'running' | 'failed' | 'answered' = 'running';
-  private status?: number;
-
-  answered(status: number): void {
-    this.state = 'answered';
-    this.status = status;
-  }
-
-  failed(): void {
-    this.state = 'failed';
-  }
-
-  /**
-   * Whether an error response may free the key: only when the handler itself threw or
-   * answered with an error status. If it succeeded (or is still running) and something after
-   * it failed, its side effects may have happened, so the key stays held until its lease
-   * passes rather than letting a retry run them again.
-   */
-  get releasable(): boolean {
-    return this.state === 'failed' || (this.state === 'answered' && !isSuccessStatus(this.status!));
-  }
-}
 
 export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   constructor(private readonly engine: IdempotencyEngine) {}
@@ -81,7 +58,9 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   replay(_context: ExecutionContext, response: StoredResponse, options: ResolvedOptions): never {
     // Rendered by IdempotencyExceptionFilter: Nest applies the route's own status after
     // interceptors run, so a replay's 409 can only be set on the way out through a filter.
-    throw new IdempotentReplay(response, options.replayStatus);
+    // A 409 only ever carries a success: a stored error (storeErrors) keeps its own status.
+    const status = isSuccessStatus(response.status) ? options.replayStatus : 'original';
+    throw new IdempotentReplay(response, status);
   }
 
   run(
@@ -116,19 +95,25 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   ): Observable<unknown> {
     const handler = new HandlerOutcome();
     const stopRenewing = this.engine.keepLeaseAlive(record, options);
-    holdResponse(raw, async (captured) => {
+    holdResponse(raw, options.replayHeaders, async (captured) => {
+      const settlement = settlementOf(captured, handler, options);
+      if (!settlement) {
+        // An error written while the handler still runs: sent at once, and the record
+        // settled (released, stored or held) once the handler is done.
+        void handler
+          .finished()
+          .then(() => {
+            stopRenewing();
+            return this.engine.settle(record, settlementOf(captured, handler, options)!, options);
+          })
+          .catch(() => undefined);
+        return undefined;
+      }
       stopRenewing();
-      const problem = await this.engine.settle(record, settlementOf(captured, handler), options);
+      const problem = await this.engine.settle(record, settlement, options);
       return problem && problemResponse(problem);
     });
-    // Watched here, inside every outer interceptor: an error response that the handler did
-    // not produce (a timeout interceptor, a failing serializer) must not free the key.
-    return next.handle().pipe(
-      tap({
-        complete: () => handler.answered(raw.statusCode),
-        error: () => handler.failed(),
-      }),
-    );
+    return watch(next.handle(), handler, raw);
   }
 
   /** Runs the handler inside a transaction that commits only with the stored response. */
@@ -140,16 +125,28 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   ): Observable<unknown> {
     return from(this.engine.begin(record, options)).pipe(
       mergeMap((transaction) => {
+        const handler = new HandlerOutcome();
         const stopRenewing = this.engine.keepLeaseAlive(record, options);
-        holdResponse(raw, async (captured) => {
+        holdResponse(raw, options.replayHeaders, async (captured) => {
           stopRenewing();
-          const settlement: Settlement = isSuccessStatus(captured.status)
-            ? { action: 'store', response: captured }
-            : { action: 'release' };
-          const problem = await this.engine.settle(record, settlement, options, transaction);
+          const settlement = transactionalSettlementOf(captured, handler, options);
+          if (settlement.discardWrites) {
+            // A stored error keeps none of the handler's writes: roll them back, store it alone.
+            await transaction.rollback(options.statementTimeoutMs).catch(() => undefined);
+          }
+          const problem = await this.engine.settle(
+            record,
+            settlement,
+            options,
+            settlement.discardWrites ? undefined : transaction,
+          );
           return problem && problemResponse(problem);
         });
-        return transaction.run(() => next.handle());
+        return watch(
+          transaction.run(() => next.handle()),
+          handler,
+          raw,
+        );
       }),
     );
   }
@@ -159,17 +156,22 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 }
 
-function settlementOf(captured: CapturedResponse, handler: HandlerOutcome): Settlement {
-  if (isSuccessStatus(captured.status)) return { action: 'store', response: captured };
-  if (handler.releasable) return { action: 'release' };
-  return {
-    action: 'hold',
-    reason: `answered ${captured.status} although its handler did not fail (or had not finished)`,
-  };
-}
-
-function isSuccessStatus(status: number): boolean {
-  return status >= 200 && status < 300;
+/**
+ * Follows the handler from inside every outer interceptor: an error response that the handler
+ * did not produce (a timeout interceptor, a failing serializer) must not free the key.
+ */
+function watch(
+  handled: Observable<unknown>,
+  handler: HandlerOutcome,
+  raw: any,
+): Observable<unknown> {
+  return handled.pipe(
+    tap({
+      complete: () => handler.answered(raw.statusCode),
+      error: () => handler.failed(),
+      unsubscribe: () => handler.abandoned(),
+    }),
+  );
 }
 
 function problemResponse(problem: IdempotencyException): ReplacementResponse {

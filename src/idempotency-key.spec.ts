@@ -34,6 +34,34 @@ describe('readIdempotencyKey', () => {
       IdempotencyKeyInvalidException,
     );
   });
+
+  describe('with as many headers as the server reads (maxHeadersCount)', () => {
+    const crowded = (headers: number, maxHeadersCount: number | null) => ({
+      headers: { [header]: 'a' },
+      rawHeaders: ['X-Idempotency-Key', 'a', ...Array(2 * (headers - 1)).fill('x')],
+      socket: { server: { maxHeadersCount } },
+    });
+
+    const detailOf = (request: object) => {
+      try {
+        readIdempotencyKey(request, header);
+      } catch (error) {
+        return (error as IdempotencyKeyInvalidException).getProblem().detail;
+      }
+      return 'accepted';
+    };
+
+    it('rejects: a repeated or later key may have been dropped unseen', () => {
+      expect(detailOf(crowded(10, 10))).toMatch(/has 10 headers, .*\(maxHeadersCount\)/);
+      expect(detailOf(crowded(1_000, null))).toMatch(/has 1000 headers/);
+    });
+
+    it('reads the key below the limit, or when the server keeps every header', () => {
+      expect(readIdempotencyKey(crowded(9, 10), header)).toBe('a');
+      expect(readIdempotencyKey(crowded(999, null), header)).toBe('a');
+      expect(readIdempotencyKey(crowded(5_000, 0), header)).toBe('a');
+    });
+  });
 });
 
 describe('checkResolvedKey', () => {

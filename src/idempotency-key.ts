@@ -5,12 +5,26 @@ import { MAX_KEY_LENGTH } from './idempotency.constants.js';
 import { IdempotencyKeyInvalidException } from './idempotency.exceptions.js';
 
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
+/**
+ * How many headers Node puts in `request.headers` while `server.maxHeadersCount` is unset:
+ * its parser's default of 2000 fields counts names and values.
+ */
+const NODE_DEFAULT_HEADER_LIMIT = 1000;
 
 /** Returns the key, `undefined` when the header is absent, or throws a 400. */
 export function readIdempotencyKey(request: any, headerName: string): string | undefined {
   const lower = headerName.toLowerCase();
   // Node joins repeated headers into one value, so repetition is only visible in rawHeaders.
   const raw: string[] = request.rawHeaders ?? request.raw?.rawHeaders ?? [];
+  // Node keeps only the first maxHeadersCount headers and drops the rest unseen: with that
+  // many, a repeated key (or the only one, had it come later) may be among those dropped.
+  const limit = headerLimit(request.socket ?? request.raw?.socket);
+  if (raw.length / 2 >= limit) {
+    throw new IdempotencyKeyInvalidException(
+      headerName,
+      `the request has ${raw.length / 2} headers, as many as the server reads (maxHeadersCount), so a repeated or later key header may have been dropped unseen`,
+    );
+  }
   let seen = 0;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].toLowerCase() === lower) seen++;
@@ -44,4 +58,11 @@ function checkKey(value: string, invalid: (reason: string) => Error): string {
   }
   if (!PRINTABLE_ASCII.test(value)) throw invalid('it must be printable ASCII');
   return value;
+}
+
+/** How many request headers Node keeps (`server.maxHeadersCount`; 0 keeps them all). */
+function headerLimit(socket: { server?: { maxHeadersCount?: number | null } } | undefined): number {
+  const max = socket?.server?.maxHeadersCount;
+  if (max === 0) return Infinity;
+  return typeof max === 'number' && max > 0 ? max : NODE_DEFAULT_HEADER_LIMIT;
 }

@@ -54,8 +54,9 @@ export interface IdempotentRouteOptions {
    */
   renewLease?: boolean;
   /**
-   * `Retry-After` (seconds) sent with `423 Locked` and `503`; a 423 never advises waiting
-   * longer than the lease has left.
+   * `Retry-After` sent with `423 Locked` and `503`, in whole seconds (Retry-After has no
+   * fractions: `1.5` throws at start-up). A 423 never advises waiting longer than the lease
+   * has left.
    * @default 1
    * @example @Idempotent({ retryAfterSeconds: 2 })
    */
@@ -71,11 +72,41 @@ export interface IdempotentRouteOptions {
   /**
    * Who owns a key. By default the authenticated principal (`request.user.id`, else
    * `request.user.sub`, as a Passport-style guard sets it); without one, every client shares
-   * a single scope.
+   * a single scope. It must return a string (`''` is the one shared scope): if it throws or
+   * returns anything else, the request is refused with a 500 problem
+   * (`idempotency_scope_unresolved`), the handler does not run, and the log says why.
    * @default (req) => req.user?.id ?? req.user?.sub ?? ''
    * @example @Idempotent({ scope: (req) => req.partner.id })
    */
   scope?: IdempotencyScopeResolver;
+  /**
+   * HTTP routes: response headers to store and replay besides the default ones, which are
+   * those that describe the stored body or the resource the request created:
+   * `Content-Type`, `Content-Encoding`, `Content-Language`, `Content-Disposition`, `ETag`,
+   * `Last-Modified`, `Cache-Control`, `Vary`, `Location` and `Content-Location`. Anything
+   * else is about one
+   * exchange and is not replayed (a replay gets the headers your middleware sets on it, such
+   * as CORS or a request id). `Set-Cookie`, framing headers (`Content-Length`,
+   * `Transfer-Encoding`, `Connection`...) and `Date` are never replayed: naming them throws.
+   * A route's list replaces the module's; the defaults always stay.
+   * @default [] (the defaults only)
+   * @example @Idempotent({ replayHeaders: ['x-booking-reference', 'link'] })
+   */
+  replayHeaders?: string[];
+  /**
+   * HTTP routes (GraphQL and message handlers always free the key on an error): also store
+   * the error responses the handler itself produced (it threw, or answered 4xx or 5xx; a
+   * pipe's validation error counts, as pipes run inside), so that a retry gets the same
+   * error instead of running the handler again, as Stripe does. `true` stores every such
+   * error; a function chooses by status. A stored error is replayed with its own status (a
+   * 409 only ever carries a success), marked `Idempotent-Replayed: true`. Errors the handler
+   * did not produce (a timeout interceptor's 408) and this module's own (422, 423, 503...)
+   * are never stored. With `transactional`, the handler's writes are rolled back and the
+   * error is stored alone.
+   * @default false (errors release the key: a retry runs the handler again)
+   * @example @Idempotent({ storeErrors: (status) => status >= 400 && status < 500 && status !== 429 })
+   */
+  storeErrors?: boolean | ((status: number) => boolean);
   /**
    * Run the handler inside a Postgres transaction that also stores the response, so its
    * database writes and the idempotency record commit together or not at all. The handler

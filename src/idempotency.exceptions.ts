@@ -136,3 +136,19 @@ export class IdempotencyUnsupportedResponseException extends IdempotencyExceptio
     );
   }
 }
+
+/**
+ * 500: the application's scope resolver threw or did not return a string, so the module
+ * cannot tell who owns the key. A configuration error: the handler did not run, and the log
+ * says what the resolver did.
+ */
+export class IdempotencyScopeUnresolvedException extends IdempotencyException {
+  constructor() {
+    super(
+      HttpStatus.INTERNAL_SERVER_ERROR,
+      'idempotency_scope_unresolved',
+      'Idempotency scope could not be resolved',
+      'The server could not determine who owns this idempotency key, so the request was not processed. This is a server configuration error, described in the server log.',
+    );
+  }
+}

@@ -42,6 +42,7 @@ import type {
   IdempotentRouteOptions,
 } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
+import { resolveScope } from './idempotency-scope.js';
 
 type ContextLoader = (engine: IdempotencyEngine) => Promise<IdempotencyContextAdapter>;
 
@@ -147,7 +148,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     key: string,
     options: ResolvedOptions,
   ): Promise<IdempotentCall> {
-    const owner = await options.scope(adapter.scopeSubject(context), context);
+    const owner = await resolveScope(options.scope, adapter.scopeSubject(context), context);
     const namespace = options.namespace ?? adapter.namespace?.(context) ?? '';
     // HTTP routes have no namespace, so their records keep the scope they always had.
     const scope = namespace === '' ? owner : `${namespace}|${owner}`;

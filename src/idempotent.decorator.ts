@@ -14,7 +14,7 @@ import { assertValidOptions } from './idempotency.options.js';
  * book(@Body() body: BookingDto) {}
  */
 export function Idempotent(options: IdempotentRouteOptions = {}): ClassDecorator & MethodDecorator {
-  assertValidOptions(options);
+  assertValidOptions(options, 'route');
   return applyDecorators(
     SetMetadata(IDEMPOTENT_ROUTE_OPTIONS, options),
     UseInterceptors(IdempotencyInterceptor),

@@ -57,5 +57,6 @@ export {
   IdempotencyRequestInFlightException,
   IdempotencyStoreUnavailableException,
   IdempotencyUnsupportedResponseException,
+  IdempotencyScopeUnresolvedException,
   type IdempotencyProblem,
 } from './idempotency.exceptions.js';

@@ -4,6 +4,7 @@ import { request } from 'node:http';
 
 export interface TestResponse {
   status: number;
+  statusMessage?: string;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer;
   text: string;
@@ -67,7 +68,14 @@ export function send(
           } catch {
             json = undefined;
           }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: buffer, text, json });
+          resolve({
+            status: res.statusCode ?? 0,
+            statusMessage: res.statusMessage,
+            headers: res.headers,
+            body: buffer,
+            text,
+            json,
+          });
         });
       },
     );

@@ -1,0 +1,32 @@
+// Runs the application's scope resolver. What it returns decides which records a request can
+// see, so anything but a string is refused with a 500 problem that names the cause in the
+// log, rather than guessed at or reported as a store outage.
+import { Logger, type ExecutionContext } from '@nestjs/common';
+import { IdempotencyScopeUnresolvedException } from './idempotency.exceptions.js';
+import type { IdempotencyScopeResolver } from './idempotency-options.interface.js';
+
+const logger = new Logger('Idempotency');
+
+export async function resolveScope(
+  resolver: IdempotencyScopeResolver,
+  subject: unknown,
+  context: ExecutionContext,
+): Promise<string> {
+  const route = `${context.getClass().name}.${context.getHandler().name}`;
+  let scope: unknown;
+  try {
+    scope = await resolver(subject, context);
+  } catch (error) {
+    logger.error(
+      `The idempotency scope resolver of ${route} threw, so the request was refused (500 idempotency_scope_unresolved): ${error instanceof Error ? error.message : String(error)}`,
+    );
+    throw new IdempotencyScopeUnresolvedException();
+  }
+  if (typeof scope !== 'string') {
+    logger.error(
+      `The idempotency scope resolver of ${route} returned ${scope === null ? 'null' : typeof scope}, so the request was refused (500 idempotency_scope_unresolved). It must return a string: the owner's id (e.g. String(request.user.id)), or '' for one scope shared by every client.`,
+    );
+    throw new IdempotencyScopeUnresolvedException();
+  }
+  return scope;
+}

@@ -224,8 +224,8 @@ export class FingerprintEncoder {
       return undefined;
     }
     const prototype = Object.getPrototypeOf(value);
-    if (prototype !== objectPrototype && prototype !== null) {
-      throw new NotJsonError(`an instance of ${prototype?.constructor?.name ?? 'a class'}`);
+    if (prototype !== objectPrototype && prototype !== null && !isBare(prototype)) {
+      throw new NotJsonError(`an instance of ${prototype.constructor?.name ?? 'a class'}`);
     }
     const keys = this.sortedKeys(value);
     this.header(Tag.Object, keys.length);
@@ -299,6 +299,22 @@ export class FingerprintEncoder {
     if (this.position > 0) this.hasher.update(this.buffer.subarray(0, this.position));
     this.position = 0;
   }
+}
+
+const barePrototypes = new WeakSet<object>();
+
+/**
+ * A prototype that adds nothing (no properties up to Object.prototype or null), as
+ * fast-querystring gives Fastify's form bodies: such an object is its own properties.
+ */
+function isBare(prototype: object): boolean {
+  if (barePrototypes.has(prototype)) return true;
+  for (let p: object | null = prototype; p !== null && p !== objectPrototype;) {
+    if (Reflect.ownKeys(p).length > 0) return false;
+    p = Object.getPrototypeOf(p);
+  }
+  barePrototypes.add(prototype);
+  return true;
 }
 
 function isWellFormed(value: string): boolean {

@@ -147,6 +147,13 @@ describe('computeFingerprint', () => {
     );
   });
 
+  it('reads an object whose prototype adds nothing (fast-querystring’s forms) as a plain one', () => {
+    const form = Object.assign(Object.create(Object.create(null)), { a: '1' });
+    expect(fingerprint({ contentType: 'text/x-form', body: form })).toBe(
+      fingerprint({ contentType: 'text/x-form', body: { a: '1' } }),
+    );
+  });
+
   it('refuses a body that is not JSON values rather than guess, unless its bytes are kept', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;

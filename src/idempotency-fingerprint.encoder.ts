@@ -3,7 +3,7 @@
 // JSON objects list their keys sorted, so key order and whitespace never matter. It costs less
 // than JSON.parse of the same body (bench/fingerprint.ts): one walk without recursion (any
 // depth the parser accepts), no number or string formatting, one reused buffer hashed in
-// 64 kB chunks, and no allocation per node beyond an object's key list.
+// 64 kB chunks, and no allocation per node (an object's sorted keys are cached by shape).
 import { createHash, hash, type Hash } from 'node:crypto';
 
 const CHUNK = 64 * 1024;
@@ -11,10 +11,12 @@ const CHUNK = 64 * 1024;
 const SLACK = 256;
 const SHORT_STRING = 64;
 
+/** Every value starts with its tag; lengths and integers follow as LEB128 varints. */
 const enum Tag {
   Null = 0,
   False = 1,
   True = 2,
+  /** A number other than a 32-bit integer: float64, little-endian. */
   Number = 3,
   /** A well-formed string: its UTF-8 byte count, then the bytes. */
   Utf8 = 4,
@@ -23,29 +25,32 @@ const enum Tag {
   Array = 6,
   Object = 7,
   Bytes = 8,
+  /** A 32-bit integer other than -0: zigzag varint (1.0 and 1 are one number). */
+  Integer = 9,
 }
 
 /** Why a value is not a JSON tree (a parser produced a Date, a function, a cycle...). */
 export class NotJsonError extends Error {}
 
 const objectPrototype = Object.prototype;
-const float = new Float64Array(1);
-const floatBytes = new Uint8Array(float.buffer);
 
 /** Sorted key lists of the last few object shapes seen: arrays of records share them. */
 const SHAPES = 8;
+const NO_KEYS: string[] = [];
 
 export class FingerprintEncoder {
-  private readonly buffer = Buffer.allocUnsafe(CHUNK + SLACK);
+  private readonly buffer = Buffer.alloc(CHUNK + SLACK);
+  private readonly view = new DataView(this.buffer.buffer, this.buffer.byteOffset, CHUNK + SLACK);
   private position = 0;
   private hasher: Hash | undefined;
   private readonly shapeKeys: (string[] | undefined)[] = new Array(SHAPES).fill(undefined);
   private readonly shapeSorted: (string[] | undefined)[] = new Array(SHAPES).fill(undefined);
   private nextShape = 0;
   // The walk's explicit stack, reused between calls.
-  private readonly containers: object[] = [];
+  private readonly containers: (object | undefined)[] = [];
   private readonly keyLists: (string[] | undefined)[] = [];
   private readonly indexes: number[] = [];
+  private readonly keyScratch: string[] = [];
 
   reset(): void {
     this.position = 0;
@@ -83,18 +88,22 @@ export class FingerprintEncoder {
   number(value: number): void {
     if (this.position > CHUNK) this.flush();
     const b = this.buffer;
-    const p = this.position;
-    // One bit pattern for NaN, which no JSON parser produces but another parser might.
-    float[0] = value === value ? value : NaN;
+    let p = this.position;
+    // Integers of 32 bits (not -0) take a zigzag varint, every other number its float64.
+    if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
+      let zigzag = ((value << 1) ^ (value >> 31)) >>> 0;
+      b[p++] = Tag.Integer;
+      while (zigzag > 0x7f) {
+        b[p++] = (zigzag & 0x7f) | 0x80;
+        zigzag >>>= 7;
+      }
+      b[p++] = zigzag;
+      this.position = p;
+      return;
+    }
     b[p] = Tag.Number;
-    b[p + 1] = floatBytes[0];
-    b[p + 2] = floatBytes[1];
-    b[p + 3] = floatBytes[2];
-    b[p + 4] = floatBytes[3];
-    b[p + 5] = floatBytes[4];
-    b[p + 6] = floatBytes[5];
-    b[p + 7] = floatBytes[6];
-    b[p + 8] = floatBytes[7];
+    // One bit pattern for NaN, which no JSON parser produces but another parser might.
+    this.view.setFloat64(p + 1, value === value ? value : NaN, true);
     this.position = p + 9;
   }
 
@@ -105,7 +114,7 @@ export class FingerprintEncoder {
     // Short strings (keys, most values) are written as UTF-8 here: a native call costs more.
     const b = this.buffer;
     const start = this.position;
-    let p = start + 5;
+    let p = start + 2;
     for (let i = 0; i < length; i++) {
       const c = value.charCodeAt(i);
       if (c < 0x80) {
@@ -121,8 +130,18 @@ export class FingerprintEncoder {
         return this.longString(value); // a surrogate: pairs and lone ones are decided there
       }
     }
-    this.headerAt(start, Tag.Utf8, p - start - 5);
-    this.position = p;
+    const n = p - start - 2;
+    b[start] = Tag.Utf8;
+    if (n < 0x80) {
+      b[start + 1] = n;
+      this.position = p;
+    } else {
+      // Past 127 bytes (non-ASCII only) the length takes two bytes: move the text by one.
+      b.copyWithin(start + 3, start + 2, p);
+      b[start + 1] = (n & 0x7f) | 0x80;
+      b[start + 2] = n >>> 7;
+      this.position = p + 1;
+    }
   }
 
   /**
@@ -141,7 +160,11 @@ export class FingerprintEncoder {
     let nodes = 1 + (keys === undefined ? (root as unknown[]).length : keys.length);
     let index = 0;
     let depth = 0;
-    let ancestors: Set<object> | undefined;
+    // Brent's cycle check: a container met again on the path, compared with the one at the
+    // last power-of-two depth. A cycle (a parser's, never JSON's) would otherwise descend
+    // forever; one comparison per level costs nothing at depths JSON.parse reaches.
+    let mark: object | undefined;
+    let markDepth = 0;
     try {
       for (;;) {
         let child: unknown;
@@ -175,11 +198,10 @@ export class FingerprintEncoder {
           keyLists[depth] = keys;
           indexes[depth] = index;
           depth++;
-          // Deeper than any request needs: watch for a cycle (a parser's, never JSON's).
-          if (ancestors !== undefined || depth >= 1024) {
-            ancestors ??= new Set(containers.slice(0, depth));
-            if (ancestors.has(next)) throw new NotJsonError('a cycle');
-            ancestors.add(next);
+          if (next === mark) throw new NotJsonError('a cycle');
+          if ((depth & (depth - 1)) === 0) {
+            mark = next;
+            markDepth = depth;
           }
           container = next;
           keys = this.open(next);
@@ -189,17 +211,19 @@ export class FingerprintEncoder {
           continue;
         }
         if (depth === 0) return;
-        ancestors?.delete(container);
         depth--;
-        container = containers[depth];
+        if (depth < markDepth) mark = undefined;
+        container = containers[depth]!;
         keys = keyLists[depth];
         index = indexes[depth];
+        // Let the body be collected once encoded: the stack outlives this call.
+        containers[depth] = undefined;
+        keyLists[depth] = undefined;
       }
-    } finally {
-      // Let the body be collected: the stack outlives this call.
-      containers.length = 0;
-      keyLists.length = 0;
-      indexes.length = 0;
+    } catch (error) {
+      containers.fill(undefined, 0, depth);
+      keyLists.fill(undefined, 0, depth);
+      throw error;
     }
   }
 
@@ -232,16 +256,22 @@ export class FingerprintEncoder {
     return keys;
   }
 
+  /**
+   * The object's keys in canonical order, without allocating for a shape seen lately. for-in
+   * also lists inherited keys, but open() only admits prototypes that add none.
+   */
   private sortedKeys(value: object): string[] {
-    const keys = Object.keys(value);
-    const count = keys.length;
-    if (count < 2) return keys;
+    const scratch = this.keyScratch;
+    let count = 0;
+    for (const key in value) scratch[count++] = key;
+    if (count === 0) return NO_KEYS;
     shapes: for (let s = 0; s < SHAPES; s++) {
       const known = this.shapeKeys[s];
       if (known === undefined || known.length !== count) continue;
-      for (let i = 0; i < count; i++) if (known[i] !== keys[i]) continue shapes;
+      for (let i = 0; i < count; i++) if (known[i] !== scratch[i]) continue shapes;
       return this.shapeSorted[s]!;
     }
+    const keys = scratch.slice(0, count);
     let sorted = keys;
     for (let i = 1; i < count; i++) {
       // Default sort order is UTF-16 code unit order, as RFC 8785 sorts keys.
@@ -259,39 +289,37 @@ export class FingerprintEncoder {
   }
 
   private longString(value: string): void {
+    // A lone surrogate would become U+FFFD in UTF-8: such strings go as UTF-16 code units.
     const wellFormed = isWellFormed(value);
     const encoding = wellFormed ? 'utf8' : 'utf16le';
     const maxBytes = value.length * (wellFormed ? 3 : 2);
-    if (this.position + 5 + maxBytes > CHUNK + SLACK) {
-      this.flush();
-      if (5 + maxBytes > CHUNK + SLACK) {
-        const bytes = Buffer.from(value, encoding);
-        this.header(wellFormed ? Tag.Utf8 : Tag.Utf16, wellFormed ? bytes.length : value.length);
-        this.flush();
-        this.hasher!.update(bytes);
-        return;
-      }
+    if (this.position + 6 + maxBytes <= CHUNK + SLACK) {
+      const length = wellFormed ? Buffer.byteLength(value, 'utf8') : value.length;
+      const at = this.headerAt(this.position, wellFormed ? Tag.Utf8 : Tag.Utf16, length);
+      this.position = at + this.buffer.write(value, at, encoding);
+      return;
     }
-    const start = this.position;
-    const written = this.buffer.write(value, start + 5, encoding);
-    this.headerAt(start, wellFormed ? Tag.Utf8 : Tag.Utf16, wellFormed ? written : value.length);
-    this.position = start + 5 + written;
+    const length = wellFormed ? Buffer.byteLength(value, 'utf8') : value.length;
+    this.header(wellFormed ? Tag.Utf8 : Tag.Utf16, length);
+    this.flush();
+    this.hasher!.update(value, encoding);
   }
 
   /** A tag and a 32-bit little-endian length. */
   private header(tag: number, length: number): void {
     if (this.position > CHUNK) this.flush();
-    this.headerAt(this.position, tag, length);
-    this.position += 5;
+    this.position = this.headerAt(this.position, tag, length);
   }
 
-  private headerAt(p: number, tag: number, length: number): void {
+  private headerAt(p: number, tag: number, length: number): number {
     const b = this.buffer;
-    b[p] = tag;
-    b[p + 1] = length;
-    b[p + 2] = length >>> 8;
-    b[p + 3] = length >>> 16;
-    b[p + 4] = length >>> 24;
+    b[p++] = tag;
+    while (length > 0x7f) {
+      b[p++] = (length & 0x7f) | 0x80;
+      length >>>= 7;
+    }
+    b[p++] = length;
+    return p;
   }
 
   private flush(): void {

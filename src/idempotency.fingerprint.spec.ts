@@ -18,7 +18,10 @@ function random(seed: number): () => number {
 }
 
 const CHARS = ['a', 'b', '"', '\\', '\n', '\u0000', 'é', '€', '😀', '\ud800', '\udc00', '[', ','];
-const NUMBERS = [0, -0, 1, -1, 1.5, 0.1, 1e21, 1e-7, 2 ** 53, Infinity, -Infinity, 123456789];
+const NUMBERS = [
+  ...[0, -0, 1, -1, 1.5, 0.1, 1e21, 1e-7, 2 ** 53, Infinity, -Infinity, 123456789],
+  ...[63, 64, 127, 128, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 2 ** 32],
+];
 
 function randomValue(next: () => number, depth = 0): unknown {
   const pick = <T>(list: T[]) => list[Math.floor(next() * list.length)];
@@ -117,6 +120,17 @@ describe('computeFingerprint', () => {
     seen.add(fingerprint({ body: [...strings.slice(0, -1), 'é'.repeat(40_000)] }));
     seen.add(fingerprint({ body: [...strings.slice(0, -1), 'é'.repeat(40_000) + '\ud800'] }));
     expect(seen.size).toBe(2 + Math.ceil(strings.length / 97) + 1);
+  });
+
+  it('tells apart strings around every length the encoding switches at', () => {
+    const prints = new Set<string>();
+    for (const char of ['a', 'é', '€', '😀']) {
+      for (const length of [0, 1, 21, 42, 43, 63, 64, 65, 127, 128, 129]) {
+        prints.add(fingerprint({ body: [char.repeat(length), 'x'] }));
+        prints.add(fingerprint({ body: [char.repeat(length) + 'x'] }));
+      }
+    }
+    expect(prints.size).toBe(4 * 10 * 2 + 2); // length 0 is the same two bodies for every char
   });
 
   it('fingerprints what JSON.parse accepts: 1e400, lone surrogates, any depth', () => {

@@ -140,11 +140,12 @@ function digestRequest(method: string, url: string, body: FingerprintBody): Buff
   });
 }
 
+/** `application/json`, `application/*+json` (any type, any parameters), or none. */
 export function isJsonContentType(contentType: string | undefined): boolean {
-  if (contentType === undefined) return true;
-  const mediaType = contentType.split(';', 1)[0].trim().toLowerCase();
-  return mediaType.endsWith('/json') || mediaType.endsWith('+json');
+  return contentType === undefined || JSON_MEDIA_TYPE.test(contentType);
 }
+
+const JSON_MEDIA_TYPE = /^[^;]*[/+]json\s*(?:;|$)/i;
 
 /** Bodies of known size: JSON.parse makes at most one value per byte. */
 export function maxNodesFor(size: number | undefined): number {
@@ -203,7 +204,8 @@ function writeBody(encoder: FingerprintEncoder, body: FingerprintBody): void {
  * could reorder values a parser groups together.
  */
 function writeQuery(encoder: FingerprintEncoder, query: string): void {
-  const pairs = query === '' ? [] : query.split('&');
+  if (query === '') return encoder.number(0);
+  const pairs = query.split('&');
   const names = pairs.length <= 1_000 ? pairs.map(groupName) : undefined;
   if (names === undefined || names.includes(undefined)) {
     encoder.number(-1);

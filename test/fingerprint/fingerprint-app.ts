@@ -7,7 +7,11 @@ import {
   Query,
   Req,
   UseInterceptors,
+  Injectable,
+  type CallHandler,
+  type ExecutionContext,
   type INestApplication,
+  type NestInterceptor,
   type Type,
 } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -15,8 +19,13 @@ import {
   FileFieldsInterceptor as FastifyFileFieldsInterceptor,
   FileInterceptor as FastifyFileInterceptor,
 } from '@nestjs/platform-fastify/multipart';
-import { FileFieldsInterceptor, FileInterceptor } from '@nestjs/platform-express';
+import {
+  FileFieldsInterceptor,
+  FileInterceptor,
+  type NestExpressApplication,
+} from '@nestjs/platform-express';
 import { Test } from '@nestjs/testing';
+import { json } from 'express';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,6 +58,26 @@ async function readStream(request: any): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of request.raw ?? request) chunks.push(chunk);
   return Buffer.concat(chunks);
+}
+
+/** Starts reading the body as a streaming parser would, and hands on without waiting. */
+@Injectable()
+class StreamingReader implements NestInterceptor {
+  intercept(context: ExecutionContext, next: CallHandler) {
+    const request = context.switchToHttp().getRequest();
+    (request.raw ?? request).on('data', () => undefined);
+    return next.handle();
+  }
+}
+
+/** Reads the whole body and keeps nothing of it. */
+@Injectable()
+class DiscardingReader implements NestInterceptor {
+  async intercept(context: ExecutionContext, next: CallHandler) {
+    const request = context.switchToHttp().getRequest();
+    await readStream(request);
+    return next.handle();
+  }
 }
 
 function controllers(adapter: AdapterName, uploads: string): Type[] {
@@ -130,6 +159,36 @@ function controllers(adapter: AdapterName, uploads: string): Type[] {
     }
   }
 
+  /** Routes set up so that the body cannot be compared: the check refuses them. */
+  @Controller('fp/refused')
+  class RefusedController {
+    constructor(private readonly runs: RunCounter) {}
+
+    @Post('streaming')
+    @Idempotent()
+    @UseInterceptors(StreamingReader)
+    streaming() {
+      this.runs.hit('refused');
+      return {};
+    }
+
+    @Post('discarded')
+    @Idempotent()
+    @UseInterceptors(DiscardingReader)
+    discarded() {
+      this.runs.hit('refused');
+      return {};
+    }
+
+    /** Parsed into Dates (see createFingerprintApp): compared by raw bytes, or refused. */
+    @Post('dated')
+    @Idempotent()
+    dated(@Body() body: { at?: unknown }) {
+      this.runs.hit('dated');
+      return { run: this.runs.count('dated'), date: body.at instanceof Date };
+    }
+  }
+
   /** @Idempotent() on the class runs before any interceptor on a method. */
   @Controller('fp/class')
   @Idempotent()
@@ -145,8 +204,13 @@ function controllers(adapter: AdapterName, uploads: string): Type[] {
     }
   }
 
-  return [FingerprintController, IdempotentUploadsController];
+  return [FingerprintController, IdempotentUploadsController, RefusedController];
 }
+
+/** A JSON parser some apps use: ISO dates come out as Date objects. */
+const dateReviver = (_key: string, value: unknown) =>
+  typeof value === 'string' && /^\d{4}-\d\d-\d\dT/.test(value) ? new Date(value) : value;
+const datedJson = (body: Buffer) => JSON.parse(body.toString('utf8'), dateReviver);
 
 export async function createFingerprintApp(
   adapter: AdapterName,
@@ -163,7 +227,7 @@ export async function createFingerprintApp(
       }),
     ],
     controllers: controllers(adapter, uploads),
-    providers: [RunCounter],
+    providers: [RunCounter, StreamingReader, DiscardingReader],
   }).compile();
   const options = { logger: false as const, rawBody: setup.rawBody };
   let app: INestApplication;
@@ -181,9 +245,22 @@ export async function createFingerprintApp(
       .addContentTypeParser('application/x-unread', (_request, _payload, done) =>
         done(null, undefined),
       );
+    fastify.useBodyParser('application/x-dated', {}, (_request, body, done) =>
+      done(null, datedJson(body)),
+    );
     app = fastify;
   } else {
-    app = moduleRef.createNestApplication(options);
+    const express = moduleRef.createNestApplication<NestExpressApplication>(options);
+    // Beside Nest's JSON parser: Nest skips its own when a middleware is named jsonParser.
+    const datedParser = json({
+      type: 'application/x-dated',
+      reviver: dateReviver,
+      verify: setup.rawBody ? (request: any, _response, raw) => (request.rawBody = raw) : undefined,
+    });
+    express.use(function datedJsonMiddleware(request: any, response: any, next: () => void) {
+      datedParser(request, response, next);
+    });
+    app = express;
   }
   await app.listen(0, '127.0.0.1');
   const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');

@@ -121,6 +121,7 @@ describe.each(ADAPTERS)('fingerprint under %s', (adapter: AdapterName) => {
         body: { ...plain.json, run: 2 },
       });
       expect(first.status).toBe(201);
+      expect(first.json.type).toBe(text.startsWith('[') ? 'array' : 'object');
       expectReplayOf(again, first);
       expect(t.runs.count('json')).toBe(2);
     });
@@ -254,6 +255,72 @@ describe.each(ADAPTERS)('fingerprint under %s', (adapter: AdapterName) => {
   });
 });
 
+describe.each(ADAPTERS)('requests the fingerprint refuses under %s', (adapter: AdapterName) => {
+  let t: FingerprintApp;
+  beforeAll(async () => {
+    t = await createFingerprintApp(adapter);
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+  beforeEach(() => t.runs.reset());
+
+  it.each([
+    ['a body something is still streaming', '/fp/refused/streaming', /@Idempotent\(\) below/],
+    ['a body read and thrown away', '/fp/refused/discarded', /neither what was parsed/],
+  ])('%s: 500 with what to change, the handler does not run', async (_what, path, detail) => {
+    const plain = await send(t.url, path, {
+      headers: [['content-type', 'application/x-unread']],
+      body: 'abc',
+    });
+    expect(plain.status).toBe(201);
+    const refused = await send(t.url, path, {
+      headers: keyed(randomUUID(), 'application/x-unread'),
+      body: 'abc',
+    });
+    expectProblem(refused, 500, 'idempotency_unsupported_request');
+    expect(refused.json.detail).toMatch(detail);
+    expect(t.runs.count('refused')).toBe(1);
+  });
+
+  it('a body parsed into Dates, without its bytes: 500 rather than a guess', async () => {
+    const body = '{"at":"2026-01-01T00:00:00Z"}';
+    const headers = keyed(randomUUID(), 'application/x-dated');
+    const plain = await send(t.url, '/fp/refused/dated', {
+      headers: [['content-type', 'application/x-dated']],
+      body,
+    });
+    expect(plain.json).toEqual({ run: 1, date: true });
+    const refused = await send(t.url, '/fp/refused/dated', { headers, body });
+    expectProblem(refused, 500, 'idempotency_unsupported_request');
+    expect(refused.json.detail).toMatch(/an instance of Date/);
+    expect(t.runs.count('dated')).toBe(1);
+  });
+
+  it('a client that stops sending: nothing is claimed, a retry with the body runs', async () => {
+    const key = randomUUID();
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(new URL('/fp/body', t.url), {
+        method: 'POST',
+        headers: {
+          'x-idempotency-key': key,
+          'content-type': 'application/x-unread',
+          'content-length': '100000',
+        },
+      });
+      req.on('error', () => resolve());
+      req.write('x'.repeat(1_000), () => setTimeout(() => req.destroy(), 100));
+    });
+    const retry = await send(t.url, '/fp/body', {
+      headers: keyed(key, 'application/x-unread'),
+      body: 'x'.repeat(100_000),
+    });
+    expect(retry.status).toBe(201);
+    expect(retry.json).toMatchObject({ run: 1, size: 100_000 });
+    expect(t.runs.count('body')).toBe(1);
+  });
+});
+
 describe.each(ADAPTERS)('fingerprint under %s with rawBody: true', (adapter: AdapterName) => {
   let t: FingerprintApp;
   beforeAll(async () => {
@@ -282,6 +349,21 @@ describe.each(ADAPTERS)('fingerprint under %s with rawBody: true', (adapter: Ada
     expect(t.runs.count('body')).toBe(1);
   });
 
+  it('compares a body parsed into Dates by its bytes', async () => {
+    const key = randomUUID();
+    const headers = keyed(key, 'application/x-dated');
+    const body = '{"at":"2026-01-01T00:00:00Z"}';
+    const first = await send(t.url, '/fp/refused/dated', { headers, body });
+    expect(first.json).toEqual({ run: 1, date: true });
+    expectReplayOf(await send(t.url, '/fp/refused/dated', { headers, body }), first);
+    const other = await send(t.url, '/fp/refused/dated', {
+      headers,
+      body: '{"at":"2026-01-02T00:00:00Z"}',
+    });
+    expectProblem(other, 422, 'idempotency_key_reused');
+    expect(t.runs.count('dated')).toBe(1);
+  });
+
   it('still compares JSON by value: key order and whitespace do not matter', async () => {
     const key = randomUUID();
     const first = await send(t.url, '/fp/json', { headers: keyed(key), body: '{"a":1,"b":[1,2]}' });
@@ -290,6 +372,7 @@ describe.each(ADAPTERS)('fingerprint under %s with rawBody: true', (adapter: Ada
       body: '{ "b": [1, 2], "a": 1 }',
     });
     expect(first.status).toBe(201);
+    expect(first.json.type).toBe('object');
     expectReplayOf(again, first);
     expect(t.runs.count('json')).toBe(1);
   });

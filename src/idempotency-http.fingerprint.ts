@@ -95,14 +95,15 @@ async function bodyOf(
   const { body: parsed, rawBody } = request;
   const bytes = Buffer.isBuffer(rawBody) ? rawBody : undefined;
   if (Buffer.isBuffer(parsed)) return { kind: 'bytes', contentType, bytes: parsed };
+  // Parsers inflate a compressed body: only its decoded size bounds what they made of it.
+  const size = bytes?.length ?? (header(raw, 'content-encoding') ? undefined : length);
   if (isJsonContentType(contentType) && parsed !== undefined) {
-    const maxNodes = maxNodesFor(length ?? bytes?.length);
-    return { kind: 'json', value: parsed, maxNodes, raw: bytes, contentType };
+    return { kind: 'json', value: parsed, maxNodes: maxNodesFor(size), raw: bytes, contentType };
   }
   if (bytes !== undefined) return { kind: 'bytes', contentType, bytes };
   if (typeof parsed === 'string') return { kind: 'text', contentType, text: parsed };
   if (typeof parsed === 'object' && parsed !== null) {
-    return { kind: 'parsed', contentType, value: parsed, maxNodes: maxNodesFor(length) };
+    return { kind: 'parsed', contentType, value: parsed, maxNodes: maxNodesFor(size) };
   }
   throw new IdempotencyRequestUnsupportedException(
     'The request body was read before the idempotency check, but neither what was parsed (request.body) nor its bytes (request.rawBody) were kept, so it cannot be fingerprinted. Parse it with a body parser (app.useBodyParser(...)) or let the idempotency check run before whatever reads it.',

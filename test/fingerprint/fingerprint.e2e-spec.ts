@@ -4,6 +4,7 @@
 // answered with a 500, and what cannot be fingerprinted is refused with a problem.
 import { createHash, randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { ADAPTERS, type AdapterName } from '../support/test-app.js';
 import { send, type TestResponse } from '../support/http.js';
 import { expectProblem, expectReplayOf } from '../support/problem.js';
@@ -122,6 +123,31 @@ describe.each(ADAPTERS)('fingerprint under %s', (adapter: AdapterName) => {
       });
       expect(first.status).toBe(201);
       expect(first.json.type).toBe(text.startsWith('[') ? 'array' : 'object');
+      expectReplayOf(again, first);
+      expect(t.runs.count('json')).toBe(2);
+    });
+
+    it('answers a compressed JSON body as without a key; inflated, however many values', async () => {
+      const body = gzipSync(JSON.stringify(new Array(20_000).fill([0])));
+      const headers: Array<[string, string]> = [
+        ['content-type', 'application/json'],
+        ['content-encoding', 'gzip'],
+      ];
+      const plain = await send(t.url, '/fp/json', { headers, body });
+      const keyedHeaders = [...keyed(randomUUID()), ...headers];
+      const first = await send(t.url, '/fp/json', { headers: keyedHeaders, body });
+      const again = await send(t.url, '/fp/json', { headers: keyedHeaders, body });
+      if (adapter === 'fastify') {
+        // Fastify does not inflate request bodies: its parser rejects them, key or not.
+        expect([plain.status, first.status, again.status]).toEqual([400, 400, 400]);
+        expect(t.runs.count('json')).toBe(0);
+        return;
+      }
+      expect([plain.json, first.json]).toEqual([
+        { run: 1, type: 'array' },
+        { run: 2, type: 'array' },
+      ]);
+      expect(first.status).toBe(201);
       expectReplayOf(again, first);
       expect(t.runs.count('json')).toBe(2);
     });

@@ -1,4 +1,8 @@
-import { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
+import {
+  computeCallFingerprint,
+  computeFingerprint,
+  type FingerprintInput,
+} from './idempotency.fingerprint.js';
 import { IdempotencyRequestUnsupportedException } from './idempotency.exceptions.js';
 
 const base = { method: 'POST', url: '/x/partners/p1/bookings', contentType: 'application/json' };
@@ -212,5 +216,36 @@ describe('computeFingerprint: the query', () => {
 
   it('compares values as sent: a different encoding is a different request', () => {
     expect(ofQuery('a=1+2')).not.toBe(ofQuery('a=1%202'));
+  });
+});
+
+describe('computeCallFingerprint', () => {
+  const call = (payload: unknown, operation = 'createBooking') =>
+    computeCallFingerprint('graphql', operation, payload).toString('hex');
+
+  it('compares JSON payloads by value, and tells kinds, operations and payloads apart', () => {
+    expect(call({ a: 1, b: [1, 2] })).toBe(call(JSON.parse('{"b":[1,2],"a":1}')));
+    expect(call({ a: 1 })).not.toBe(call({ a: 1 }, 'cancelBooking'));
+    expect(call({ a: 1 })).not.toBe(
+      computeCallFingerprint('rpc', 'createBooking', { a: 1 }).toString('hex'),
+    );
+    expect(call({ a: [1, 2] })).not.toBe(call({ a: [2, 1] }));
+    expect(call(Buffer.from('{}'))).not.toBe(call({}));
+    expect(call(undefined)).toBe(call(null));
+  });
+
+  it('compares a payload holding other objects as JSON.stringify sees it', () => {
+    const at = (iso: string) => ({ at: new Date(iso), note: undefined });
+    expect(call(at('2026-01-01T00:00:00Z'))).toBe(call(at('2026-01-01T00:00:00.000Z')));
+    expect(call(at('2026-01-01T00:00:00Z'))).not.toBe(call(at('2026-01-02T00:00:00Z')));
+    expect(call(at('2026-01-01T00:00:00Z'))).not.toBe(call({ at: '2026-01-01T00:00:00.000Z' }));
+  });
+
+  it('takes any depth, and refuses a cycle rather than loop', () => {
+    const deep = JSON.parse('['.repeat(50_000) + ']'.repeat(50_000));
+    expect(call(deep)).toHaveLength(64);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(() => call(cyclic)).toThrow(IdempotencyRequestUnsupportedException);
   });
 });

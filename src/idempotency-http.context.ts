@@ -11,7 +11,7 @@ import {
   IdempotencyUnsupportedResponseException,
   type IdempotencyException,
 } from './idempotency.exceptions.js';
-import { computeFingerprint } from './idempotency.fingerprint.js';
+import { fingerprintHttpRequest } from './idempotency-http.fingerprint.js';
 import { readIdempotencyKey } from './idempotency-key.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import {
@@ -44,15 +44,8 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
     return context.switchToHttp().getRequest();
   }
 
-  fingerprint(context: ExecutionContext): Buffer {
-    const request = context.switchToHttp().getRequest();
-    return computeFingerprint({
-      method: request.method,
-      url: request.originalUrl ?? request.url,
-      body: request.body,
-      rawBody: request.rawBody,
-      contentType: request.headers['content-type'],
-    });
+  fingerprint(context: ExecutionContext): Promise<Buffer> {
+    return fingerprintHttpRequest(context.switchToHttp().getRequest());
   }
 
   replay(_context: ExecutionContext, response: StoredResponse, options: ResolvedOptions): never {

@@ -152,3 +152,46 @@ export class IdempotencyScopeUnresolvedException extends IdempotencyException {
     );
   }
 }
+
+/**
+ * 500: the route is set up so that this request cannot be compared with another faithfully
+ * (its body is being read by someone else, or parsed into something that is not JSON
+ * values). The detail says what to change; the handler did not run.
+ */
+export class IdempotencyRequestUnsupportedException extends IdempotencyException {
+  constructor(detail: string) {
+    super(
+      HttpStatus.INTERNAL_SERVER_ERROR,
+      'idempotency_unsupported_request',
+      'Request cannot be fingerprinted',
+      detail,
+    );
+  }
+}
+
+/**
+ * 413: the body has to be read to be fingerprinted (no parser has read it before the
+ * idempotency check) and is larger than the module buffers for that.
+ */
+export class IdempotencyBodyTooLargeException extends IdempotencyException {
+  constructor(limit: number) {
+    super(
+      HttpStatus.PAYLOAD_TOO_LARGE,
+      'idempotency_body_too_large',
+      'Body too large to fingerprint',
+      `A body that no parser has read before the idempotency check is read to fingerprint it, up to ${limit} bytes; this one is larger. Send a smaller body, or (for uploads) let the upload interceptor run first: @Idempotent() written above @UseInterceptors(FileInterceptor(...)).`,
+    );
+  }
+}
+
+/** 400: the client stopped sending the body before it ended; the handler did not run. */
+export class IdempotencyBodyIncompleteException extends IdempotencyException {
+  constructor() {
+    super(
+      HttpStatus.BAD_REQUEST,
+      'idempotency_body_incomplete',
+      'Incomplete body',
+      'The request body ended before the length announced for it (the connection closed or failed while it was read).',
+    );
+  }
+}

@@ -42,6 +42,12 @@ export {
 } from './postgres-idempotency.store.js';
 export { StatementTimeoutError, type StatementAftermath } from './postgres-statement.runner.js';
 export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
+export {
+  fingerprintHttpRequest,
+  DEFAULT_MAX_BUFFERED_BODY_BYTES,
+  type FingerprintableRequest,
+  type HttpFingerprintOptions,
+} from './idempotency-http.fingerprint.js';
 export { IdempotencyRecord } from './idempotency-record.entity.js';
 export {
   CreateIdempotencyRecords1764403200000,
@@ -50,11 +56,14 @@ export {
 } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
 export {
   IdempotencyException,
+  IdempotencyBodyIncompleteException,
+  IdempotencyBodyTooLargeException,
   IdempotencyKeyInvalidException,
   IdempotencyKeyMissingException,
   IdempotencyKeyReusedException,
   IdempotencyLeaseLostException,
   IdempotencyRequestInFlightException,
+  IdempotencyRequestUnsupportedException,
   IdempotencyStoreUnavailableException,
   IdempotencyUnsupportedResponseException,
   IdempotencyScopeUnresolvedException,

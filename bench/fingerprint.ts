@@ -5,6 +5,7 @@
 import { hash } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import { computeFingerprint } from '../src/index.js';
+import type { BenchSection } from './section.js';
 
 const RUNS = Number(process.env.FINGERPRINT_BENCH_RUNS ?? 7);
 const TIMING_MS = Number(process.env.FINGERPRINT_BENCH_MS ?? 40);
@@ -175,6 +176,17 @@ export async function runFingerprintBench(): Promise<{
   ];
   return { markdown: lines.join('\n'), rows };
 }
+
+/** The micro-benchmark as a section of `npm run bench` (issue 10, item 6). */
+export const fingerprintSection: BenchSection = {
+  id: 'fingerprint',
+  title: 'Fingerprint cost',
+  estimateSeconds: () => 20,
+  run: async () => {
+    const { markdown, rows } = await runFingerprintBench();
+    return { markdown: markdown.replace(/^### .*\n\n/, ''), data: rows };
+  },
+};
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   console.log((await runFingerprintBench()).markdown);

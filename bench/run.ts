@@ -11,6 +11,7 @@ import { scaleOutSection } from './scale-out.section.js';
 import { pgbenchSection } from './pgbench.section.js';
 import { profileSection } from './profile.section.js';
 import { purgeSection } from './purge.js';
+import { fingerprintSection } from './fingerprint.js';
 import { tableSizeSection } from './table-size.section.js';
 import { collectMachine, sourceState } from './machine.js';
 import { resolveDatabase, ROOT } from './processes.js';
@@ -25,6 +26,7 @@ const SECTIONS: BenchSection[] = [
   pgbenchSection,
   profileSection,
   purgeSection,
+  fingerprintSection,
 ];
 
 const log = (message: string) =>

@@ -314,7 +314,7 @@ describe(`${CLIENT} (TypeScript, nest-idempotency-pg/client only)`, () => {
       .split('\n')
       .slice(1)
       .map((path) => path.slice(path.lastIndexOf('node_modules/') + 'node_modules/'.length));
-    assert.deepEqual(names.sort(), ['json-canonicalize', 'nest-idempotency-pg']);
+    assert.deepEqual(names, ['nest-idempotency-pg']);
   });
 
   for (const runtime of RUNTIMES) {

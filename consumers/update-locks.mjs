@@ -2,7 +2,7 @@
 // dependencies change: `node consumers/update-locks.mjs` (then commit them). The tarball
 // entry keeps no integrity hash, since the tarball is rebuilt on every run of the matrix.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -21,11 +21,20 @@ for (const dir of [
   'node-runtimes',
 ]) {
   const cwd = join(HERE, dir);
-  npm(cwd, 'install', '--package-lock-only', '--no-audit', '--no-fund');
   const lockPath = join(cwd, 'package-lock.json');
-  const lock = JSON.parse(readFileSync(lockPath, 'utf8'));
+  const readLock = () => JSON.parse(readFileSync(lockPath, 'utf8'));
+  const writeLock = (lock) => writeFileSync(lockPath, `${JSON.stringify(lock, null, 2)}\n`);
+  // Without a hash, npm would keep the tarball's old metadata (its dependencies, its peers):
+  // drop the entry so that npm reads the new tarball.
+  if (existsSync(lockPath)) {
+    const lock = readLock();
+    delete lock.packages['node_modules/nest-idempotency-pg'];
+    writeLock(lock);
+  }
+  npm(cwd, 'install', '--package-lock-only', '--no-audit', '--no-fund');
+  const lock = readLock();
   const entry = lock.packages['node_modules/nest-idempotency-pg'];
   if (entry) delete entry.integrity;
-  writeFileSync(lockPath, `${JSON.stringify(lock, null, 2)}\n`);
+  writeLock(lock);
   console.log(`${dir}: package-lock.json updated`);
 }

@@ -4,7 +4,17 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'node_modules/', 'bench/peer/', '.pgdata/'] },
+  {
+    ignores: [
+      'dist/',
+      'coverage/',
+      'node_modules/',
+      'bench/peer/',
+      '.pgdata/',
+      'consumers/*/node_modules/',
+      'consumers/*/dist/',
+    ],
+  },
   eslint.configs.recommended,
   ...tseslint.configs.recommended,
   {

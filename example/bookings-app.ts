@@ -2,7 +2,12 @@
 // walkthrough test, so all three run exactly the same application. It is a hybrid app: it
 // also consumes its own `booking.created` events (over Redis with REDIS_URL, else TCP).
 import 'reflect-metadata';
-import { ValidationPipe, type INestApplication, type LogLevel } from '@nestjs/common';
+import {
+  ValidationPipe,
+  type INestApplication,
+  type LoggerService,
+  type LogLevel,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
 import type { DataSource } from 'typeorm';
@@ -32,10 +37,10 @@ export interface BookingsAppOptions {
    */
   redisUrl?: string;
   /**
-   * Nest's logger levels, or `false` for silence.
+   * Nest's logger levels, a logger of your own, or `false` for silence.
    * @default ['log', 'warn', 'error']
    */
-  logger?: false | LogLevel[];
+  logger?: false | LogLevel[] | LoggerService;
 }
 
 export interface RunningBookingsApp {

@@ -33,7 +33,9 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
       adapter.setHeader(response, name, value);
     }
     adapter.setHeader(response, 'Content-Type', 'application/problem+json');
-    adapter.reply(response, exception.getProblem(), exception.getStatus());
+    // Serialized here: given an object, Nest 11's adapters replace any Content-Type that does
+    // not start with application/json (and log a warning) for a status of 400 or more.
+    adapter.reply(response, JSON.stringify(exception.getProblem()), exception.getStatus());
   }
 }
 

@@ -39,6 +39,9 @@ export async function openBookingsDataSource(
     // and the migrations then find the tables without schema-qualified names.
     extra: schema ? { options: `-c search_path=${schema}` } : undefined,
     applicationName: 'bookings-example',
+    // As the README advises: while Postgres is unreachable, a request waits at most this long
+    // for a connection and then gets a 503, instead of waiting without end.
+    connectTimeoutMS: 5_000,
   });
   await dataSource.initialize();
   try {

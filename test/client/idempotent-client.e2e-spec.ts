@@ -216,7 +216,9 @@ describe('IdempotentClient', () => {
       },
     ]);
     servers.push(server);
-    const client = new IdempotentClient({ baseUrl: url, timeoutMs: 100, backoffFactorMs: 1 });
+    // The answered try must fit in the timeout too: 100 ms did not on a loaded 2-core machine
+    // (a third attempt was made), so the timeout leaves room and the first try waits it out.
+    const client = new IdempotentClient({ baseUrl: url, timeoutMs: 1_000, backoffFactorMs: 1 });
     const result = await client.post('/book', {}, { key: 'k-slow' });
     expect(result).toMatchObject({ status: 201, attempts: 2 });
     expect(received.map((r) => r.key)).toEqual(['k-slow', 'k-slow']);

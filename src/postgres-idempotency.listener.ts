@@ -1,0 +1,165 @@
+// The one Postgres connection per process that LISTENs for records settling, so duplicates
+// waiting for them (`waitInFlightMs`) wake the moment any instance completes or releases one.
+// Dedicated, not taken from the pool: LISTEN lasts as long as its session, and a waiter must
+// never hold a pool connection while it waits. Opened by the first wait, so an application
+// that never waits never opens it.
+import { Logger } from '@nestjs/common';
+import pg from 'pg';
+import type { DataSource } from 'typeorm';
+
+/** After a failed connection attempt, waits poll instead of reconnecting for this long. */
+const RECONNECT_AFTER_MS = 1_000;
+/** Postgres keeps the first 63 bytes of application_name. */
+const MAX_APPLICATION_NAME = 63;
+
+export class PostgresIdempotencyListener {
+  private readonly logger = new Logger('Idempotency');
+  private client?: pg.Client;
+  private connecting?: Promise<pg.Client>;
+  /** Channels LISTENed on the current connection (or being). */
+  private readonly channels = new Map<string, Promise<unknown>>();
+  /** Wake-up calls by channel and payload. */
+  private readonly subscribers = new Map<string, Set<() => void>>();
+  private reconnectAt = 0;
+  private closed = false;
+
+  /**
+   * @param config how to connect, as for a pg Client (a pg Pool's `options` will do). Its
+   * `application_name` gets `:listen:<pid>` appended, so each process's listener can be told
+   * apart in `pg_stat_activity`.
+   */
+  constructor(private readonly config: pg.ClientConfig) {}
+
+  /** A listener on the same database, as the same user, as a TypeORM Postgres DataSource. */
+  static forDataSource(dataSource: DataSource): PostgresIdempotencyListener {
+    const pool = (dataSource.driver as { master?: { options?: pg.PoolConfig } }).master;
+    if (!pool?.options) throw new Error('The DataSource is not initialized.');
+    return new PostgresIdempotencyListener(pool.options);
+  }
+
+  /** The application_name this process's listener connects with. */
+  get applicationName(): string {
+    const suffix = `:listen:${process.pid}`;
+    const base = this.config.application_name ?? 'nest-idempotency';
+    return base.slice(0, MAX_APPLICATION_NAME - suffix.length) + suffix;
+  }
+
+  /**
+   * Calls `wake` on every notification on `channel` carrying `payload`, and when the
+   * connection is lost (a notification may have been missed then). Resolves, with the
+   * function that stops it, once LISTEN is active; rejects when it cannot be.
+   */
+  async subscribe(channel: string, payload: string, wake: () => void): Promise<() => void> {
+    if (this.closed) throw new Error('The idempotency listener is closed.');
+    const id = `${channel}\n${payload}`;
+    let wakes = this.subscribers.get(id);
+    if (!wakes) this.subscribers.set(id, (wakes = new Set()));
+    wakes.add(wake);
+    const unsubscribe = () => {
+      wakes.delete(wake);
+      if (wakes.size === 0 && this.subscribers.get(id) === wakes) this.subscribers.delete(id);
+    };
+    try {
+      await this.listen(channel);
+    } catch (error) {
+      unsubscribe();
+      throw error;
+    }
+    return unsubscribe;
+  }
+
+  /** Closes the connection; waits in progress wake up and poll from then on. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const client = this.client ?? (await this.connecting?.catch(() => undefined));
+    this.client = undefined;
+    this.channels.clear();
+    this.wakeAll();
+    await client?.end().catch(() => undefined);
+  }
+
+  /** Nest calls this on the instance the module provides. */
+  onApplicationShutdown(): Promise<void> {
+    return this.close();
+  }
+
+  private listen(channel: string): Promise<unknown> {
+    let listening = this.channels.get(channel);
+    if (!listening) {
+      listening = this.connect().then((client) => client.query(`LISTEN "${channel}"`));
+      this.channels.set(channel, listening);
+      const current = listening;
+      current.catch(() => {
+        if (this.channels.get(channel) === current) this.channels.delete(channel);
+      });
+    }
+    return listening;
+  }
+
+  private connect(): Promise<pg.Client> {
+    if (this.client) return Promise.resolve(this.client);
+    if (this.connecting) return this.connecting;
+    if (Date.now() < this.reconnectAt) {
+      return Promise.reject(new Error('The idempotency listener could not connect recently.'));
+    }
+    const client = new pg.Client({
+      ...this.config,
+      application_name: this.applicationName,
+      keepAlive: true,
+    });
+    // Attached before connecting: an 'error' without a listener would crash the process.
+    client.on('error', (error) => this.lost(client, error));
+    client.on('end', () => this.lost(client));
+    client.on('notification', ({ channel, payload }) => this.dispatch(channel, payload ?? ''));
+    const connecting = client.connect().then(
+      async () => {
+        if (this.closed) {
+          await client.end().catch(() => undefined);
+          throw new Error('The idempotency listener is closed.');
+        }
+        this.client = client;
+        return client;
+      },
+      async (error: unknown) => {
+        this.reconnectAt = Date.now() + RECONNECT_AFTER_MS;
+        this.logger.warn(
+          `The idempotency listener could not connect; waiting duplicates poll every second meanwhile: ${error instanceof Error ? error.message : String(error)}`,
+        );
+        await client.end().catch(() => undefined);
+        throw error;
+      },
+    );
+    this.connecting = connecting;
+    const settled = () => {
+      if (this.connecting === connecting) this.connecting = undefined;
+    };
+    connecting.then(settled, settled);
+    return connecting;
+  }
+
+  private dispatch(channel: string, payload: string): void {
+    const wakes = this.subscribers.get(`${channel}\n${payload}`);
+    if (wakes) for (const wake of [...wakes]) wake();
+  }
+
+  /**
+   * The connection died (the server restarted, a proxy cut it, someone terminated it): the
+   * next wait opens a new one. Everyone waiting now wakes and claims again, since what
+   * they waited for may have happened while nobody listened.
+   */
+  private lost(client: pg.Client, error?: Error): void {
+    if (this.client !== client) return;
+    this.client = undefined;
+    this.channels.clear();
+    if (!this.closed) {
+      this.logger.warn(
+        `The idempotency listener lost its connection${error ? ` (${error.message})` : ''}; waiting duplicates claim again and it reconnects on the next wait.`,
+      );
+    }
+    this.wakeAll();
+  }
+
+  private wakeAll(): void {
+    for (const wakes of [...this.subscribers.values()]) for (const wake of [...wakes]) wake();
+  }
+}

@@ -9,6 +9,8 @@ import type { DataSource } from 'typeorm';
 
 /** After a failed connection attempt, waits poll instead of reconnecting for this long. */
 const RECONNECT_AFTER_MS = 1_000;
+/** Connecting and LISTEN must finish within this; a stalled connection is abandoned. */
+const SETUP_TIMEOUT_MS = 5_000;
 /** Postgres keeps the first 63 bytes of application_name. */
 const MAX_APPLICATION_NAME = 63;
 
@@ -71,11 +73,12 @@ export class PostgresIdempotencyListener {
   /** Closes the connection; waits in progress wake up and poll from then on. */
   async close(): Promise<void> {
     this.closed = true;
-    const client = this.client ?? (await this.connecting?.catch(() => undefined));
+    // A connection still being opened closes itself once open (or abandons itself).
+    const client = this.client;
     this.client = undefined;
     this.channels.clear();
     this.wakeAll();
-    await client?.end().catch(() => undefined);
+    if (client) await withTimeout(client.end(), 'closing').catch(() => destroy(client));
   }
 
   /** Nest calls this on the instance the module provides. */
@@ -86,7 +89,12 @@ export class PostgresIdempotencyListener {
   private listen(channel: string): Promise<unknown> {
     let listening = this.channels.get(channel);
     if (!listening) {
-      listening = this.connect().then((client) => client.query(`LISTEN "${channel}"`));
+      listening = this.connect().then((client) =>
+        withTimeout(client.query(`LISTEN "${channel}"`), 'LISTEN').catch((error: Error) => {
+          this.abandon(client, error);
+          throw error;
+        }),
+      );
       this.channels.set(channel, listening);
       const current = listening;
       current.catch(() => {
@@ -111,7 +119,7 @@ export class PostgresIdempotencyListener {
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client));
     client.on('notification', ({ channel, payload }) => this.dispatch(channel, payload ?? ''));
-    const connecting = client.connect().then(
+    const connecting = withTimeout(client.connect(), 'connecting').then(
       async () => {
         if (this.closed) {
           await client.end().catch(() => undefined);
@@ -125,7 +133,7 @@ export class PostgresIdempotencyListener {
         this.logger.warn(
           `The idempotency listener could not connect; waiting duplicates poll every second meanwhile: ${error instanceof Error ? error.message : String(error)}`,
         );
-        await client.end().catch(() => undefined);
+        this.abandon(client);
         throw error;
       },
     );
@@ -159,7 +167,34 @@ export class PostgresIdempotencyListener {
     this.wakeAll();
   }
 
+  /** Gives up on a connection that failed or stalled. */
+  private abandon(client: pg.Client, error?: Error): void {
+    this.lost(client, error);
+    void client.end().catch(() => undefined);
+    (
+      client as unknown as { connection?: { stream?: { destroy(): void } } }
+    ).connection?.stream?.destroy();
+  }
+
   private wakeAll(): void {
     for (const wakes of [...this.subscribers.values()]) for (const wake of [...wakes]) wake();
   }
+}
+
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`The idempotency listener timed out ${what}.`)),
+      SETUP_TIMEOUT_MS,
+    ).unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A stalled socket never answers end(), and pg has no public way to drop one. */
+function destroy(client: pg.Client): void {
+  (
+    client as unknown as { connection?: { stream?: { destroy(): void } } }
+  ).connection?.stream?.destroy();
 }

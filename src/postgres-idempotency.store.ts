@@ -265,32 +265,44 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     timeoutMs: number,
     signal: AbortSignal,
   ): Promise<void> {
-    if (!this.listener || !(await this.hasWaitersColumn())) {
+    if (!this.listener || !(await this.hasWaitersColumn(WAIT_POLL_MS))) {
       return super.awaitSettled(record, timeoutMs, signal);
     }
+    // Everything below, subscribing included, ends by this deadline: a listening connection
+    // that stalls must not hold the waiter past its poll bound.
+    const bound = Math.min(timeoutMs, WAIT_POLL_MS);
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => (wake = resolve));
-    let unsubscribe: () => void;
+    const subscribing = this.listener.subscribe(
+      this.sql.channel,
+      settledPayload(record.scope, record.key),
+      wake,
+    );
+    const timer = abortableTimer(bound, signal);
+    let unsubscribe: (() => void) | undefined;
     try {
-      unsubscribe = await this.listener.subscribe(
-        this.sql.channel,
-        settledPayload(record.scope, record.key),
-        wake,
-      );
-    } catch {
-      // No listening connection (the listener logs why): poll meanwhile.
-      return super.awaitSettled(record, timeoutMs, signal);
-    }
-    try {
+      try {
+        unsubscribe = await Promise.race([subscribing, timer.done.then(() => undefined)]);
+      } catch {
+        // No listening connection (the listener logs why): poll meanwhile.
+        return await Promise.race([super.awaitSettled(record, timeoutMs, signal), timer.done]);
+      }
+      if (!unsubscribe) return; // not listening yet at the bound: claim again
       const { rows } = await this.run(
         this.sql.markWaited,
         [record.scope, record.key, record.fingerprint],
-        WAIT_POLL_MS,
+        bound,
       );
       if (rows.length === 0) return; // settled (or taken over) meanwhile: claim again now
-      await untilWoken(woken, Math.min(timeoutMs, WAIT_POLL_MS), signal);
+      await Promise.race([woken, timer.done]);
     } finally {
-      unsubscribe();
+      timer.cancel();
+      if (unsubscribe) unsubscribe();
+      else
+        void subscribing.then(
+          (stop) => stop(),
+          () => undefined,
+        );
     }
   }
 
@@ -323,18 +335,21 @@ export function settledPayload(scope: string, key: string): string {
   return createHash('sha256').update(`${scope}\n${key}`, 'utf8').digest('hex');
 }
 
-function untilWoken(woken: Promise<void>, timeoutMs: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
+/** Resolves after `ms`, or at once when `signal` aborts; cancel() clears it. */
+function abortableTimer(ms: number, signal: AbortSignal) {
+  let cancel = () => undefined as void;
+  const done = new Promise<void>((resolve) => {
+    const finish = () => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', done);
+      signal.removeEventListener('abort', finish);
       resolve();
     };
-    const timer = setTimeout(done, timeoutMs);
-    signal.addEventListener('abort', done, { once: true });
-    void woken.then(done);
+    const timer = setTimeout(finish, ms);
+    signal.addEventListener('abort', finish, { once: true });
+    cancel = finish;
+    if (signal.aborted) finish();
   });
+  return { done, cancel };
 }
 
 /** Uses the pg Pool of a TypeORM Postgres DataSource directly: named prepared statements. */

@@ -9,6 +9,7 @@ import pg from 'pg';
 import { IdempotencyStore, PostgresIdempotencyStore } from '../../src/index.js';
 import { settledPayload } from '../../src/postgres-idempotency.store.js';
 import { IdempotencyWaiters } from '../../src/idempotency.waiters.js';
+import { WAIT_POLL_MS } from '../../src/idempotency.constants.js';
 import { parallel, send, type TestResponse } from '../support/http.js';
 import {
   expectProblem,
@@ -17,6 +18,7 @@ import {
   statusCounts,
 } from '../support/problem.js';
 import { waitFor } from '../support/processes.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
 import { ADAPTERS, waitForRecord, type AdapterName } from '../support/test-app.js';
 import { SHORT_WAIT_MS, startWaitApp, type SlowBody, type WaitApp } from './wait-app.js';
 
@@ -301,6 +303,78 @@ describe('notifications', () => {
   });
 });
 
+describe('a notification lost on the way', () => {
+  it.each(ADAPTERS)(
+    '%s: the waiter still gets its replay within the poll bound',
+    async (adapter) => {
+      // The app reaches Postgres through a proxy that, once the listener listens, drops
+      // everything sent to it: a network losing packets, not a closed connection, so the
+      // listener never learns; only the poll bound ends the wait.
+      const proxy = TcpProxy.forUrl(process.env.DATABASE_URL!);
+      await proxy.open();
+      const applicationName = `wait-lost-${randomUUID().slice(0, 8)}`;
+      const app = await startWaitApp(adapter, {
+        connection: {
+          type: 'postgres',
+          url: proxy.url(process.env.DATABASE_URL!),
+          applicationName,
+        },
+        waitInFlightMs: WAIT_MS,
+      });
+      try {
+        const key = randomUUID();
+        const body = { delayMs: 1_200 };
+        const running = post(app, '/slow', key, body);
+        await waitForRecord(app.tableName, key, 'in_progress');
+        const waiting = post(app, '/slow', key, body);
+        // Once the waiter has marked the record it listens, so muting loses what comes next.
+        await waitForMark(app.tableName, key);
+        expect(proxy.mute(`${applicationName}:listen:`)).toBe(1);
+        const original = await running;
+        const duplicate = await waiting;
+        expectReplayOf(duplicate.response, original.response);
+        expect(duplicate.at - original.at).toBeLessThan(WAIT_POLL_MS + 1_500);
+        expect(app.runs.of(key)).toBe(1);
+        console.log(
+          `${adapter}: with its notification lost, the waiter was answered ${duplicate.at - original.at} ms after the first (poll bound ${WAIT_POLL_MS} ms)`,
+        );
+      } finally {
+        await proxy.close();
+        await app.close();
+      }
+    },
+  );
+});
+
+describe('a listening connection that never answers', () => {
+  it('waits end within the poll bound: the waiter still gets its replay', async () => {
+    const proxy = TcpProxy.forUrl(process.env.DATABASE_URL!);
+    await proxy.open();
+    const applicationName = `wait-stall-${randomUUID().slice(0, 8)}`;
+    // Muted before it ever connects: connecting never completes, LISTEN never happens.
+    proxy.mute(`${applicationName}:listen:`);
+    const app = await startWaitApp('express', {
+      connection: { type: 'postgres', url: proxy.url(process.env.DATABASE_URL!), applicationName },
+      waitInFlightMs: WAIT_MS,
+    });
+    try {
+      const key = randomUUID();
+      const body = { delayMs: 1_200 };
+      const running = post(app, '/slow', key, body);
+      await waitForRecord(app.tableName, key, 'in_progress');
+      const duplicate = await post(app, '/slow', key, body);
+      const original = await running;
+      expectReplayOf(duplicate.response, original.response);
+      expect(duplicate.at - original.at).toBeLessThan(WAIT_POLL_MS + 1_500);
+      expect(app.runs.of(key)).toBe(1);
+    } finally {
+      await app.stop();
+      await proxy.close();
+      await app.close();
+    }
+  });
+});
+
 describe('a store that cannot notify', () => {
   it('waits by polling: the duplicate still gets its replay', async () => {
     const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 3 });
@@ -329,3 +403,20 @@ describe('a store that cannot notify', () => {
     }
   });
 });
+
+/** Waits until a waiter has marked the record (and so is listening for it). */
+async function waitForMark(tableName: string, key: string): Promise<void> {
+  const client = new pg.Client(process.env.DATABASE_URL);
+  await client.connect();
+  try {
+    await waitFor(`a waiter to mark ${key}`, async () => {
+      const { rows } = await client.query(
+        `SELECT 1 FROM "${tableName}" WHERE idempotency_key = $1 AND has_waiters`,
+        [key],
+      );
+      return rows.length > 0;
+    });
+  } finally {
+    await client.end();
+  }
+}

@@ -82,8 +82,8 @@ export class IdempotencyEngine {
       options.waitInFlightMs,
     );
     try {
+      let result = await this.claim(call);
       for (;;) {
-        const result = await this.claim(call);
         switch (result.outcome) {
           case 'claimed':
             return { outcome: 'claimed', record: result.record };
@@ -92,7 +92,10 @@ export class IdempotencyEngine {
           case 'mismatch':
             throw new IdempotencyKeyReusedException();
           case 'in_progress': {
-            if (await wait?.next(result.leaseLeftMs)) continue;
+            if (wait && (await wait.next(result.leaseLeftMs))) {
+              result = await wait.claimAgain(() => this.claim(call));
+              continue;
+            }
             const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
             throw new IdempotencyRequestInFlightException(
               Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),

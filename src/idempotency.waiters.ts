@@ -9,11 +9,12 @@ import {
   Optional,
   type BeforeApplicationShutdown,
 } from '@nestjs/common';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_MAX_IN_FLIGHT_WAITERS, WAIT_BLIND_POLL_MS } from './idempotency.constants.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
-import { IdempotencyStore, type InFlightRecord } from './idempotency-store.js';
+import { IdempotencyStore, type ClaimResult, type InFlightRecord } from './idempotency-store.js';
 
 @Injectable()
 export class IdempotencyWaiters implements BeforeApplicationShutdown {
@@ -21,6 +22,8 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
   private readonly max: number;
   private waiting = 0;
   private readonly stopping = new AbortController();
+  /** The latest claim of each record that waiters sent after waking, to share. */
+  private readonly claims = new Map<string, { sentAt: number; result: Promise<ClaimResult> }>();
 
   constructor(
     @Optional()
@@ -28,6 +31,8 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
     options?: Pick<IdempotencyModuleOptions, 'maxInFlightWaiters'>,
   ) {
     this.max = options?.maxInFlightWaiters ?? DEFAULT_MAX_IN_FLIGHT_WAITERS;
+    // Every waiter listens for shutdown while it waits: as many listeners as waiters.
+    setMaxListeners(this.max + 10, this.stopping.signal);
   }
 
   /** How many duplicates are waiting in this process right now. */
@@ -65,6 +70,31 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
     this.waiting--;
   }
 
+  /**
+   * @internal Waiters of one record that wake together (one notification wakes them all)
+   * share one claim instead of each sending its own: a claim sent after a waiter began
+   * waiting sees at least what woke it, or at worst the waiter waits once more, and its
+   * next mark finds the record settled at once. Only the claimant may take a `claimed`
+   * result; the others claim for themselves (and find the record in progress).
+   */
+  claimAgain(
+    id: string,
+    waitingSince: number,
+    claim: () => Promise<ClaimResult>,
+  ): Promise<ClaimResult> {
+    const shared = this.claims.get(id);
+    if (shared && shared.sentAt >= waitingSince) {
+      return shared.result.then((result) => (result.outcome === 'claimed' ? claim() : result));
+    }
+    const entry = { sentAt: performance.now(), result: claim() };
+    this.claims.set(id, entry);
+    const forget = () => {
+      if (this.claims.get(id) === entry) this.claims.delete(id);
+    };
+    entry.result.then(forget, forget);
+    return entry.result;
+  }
+
   /** @internal */
   warn(message: string): void {
     this.logger.warn(message);
@@ -74,13 +104,17 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
 /** One call's wait, across the claims it makes until it is answered. */
 export class InFlightWait {
   private entered = false;
+  private waitingSince = 0;
+  private readonly id: string;
 
   constructor(
     private readonly waiters: IdempotencyWaiters,
     private readonly store: IdempotencyStore,
     private readonly record: InFlightRecord,
     private readonly deadline: number,
-  ) {}
+  ) {
+    this.id = `${record.scope.length}:${record.scope}${record.key}\n${record.fingerprint.toString('base64')}`;
+  }
 
   /**
    * Waits until the record may have settled. Resolves true when the caller should claim
@@ -92,6 +126,7 @@ export class InFlightWait {
     const left = this.deadline - Date.now();
     if (left <= 0 || signal.aborted) return false;
     if (!this.entered && !(this.entered = this.waiters.enter())) return false;
+    this.waitingSince = performance.now();
     // No longer than the lease: once it passes, the next claim takes the record over.
     const timeoutMs = Math.max(1, Math.min(left, Math.ceil(leaseLeftMs) + 1));
     try {
@@ -109,6 +144,11 @@ export class InFlightWait {
       );
     }
     return !signal.aborted;
+  }
+
+  /** Claims again after next(), sharing the claim with waiters that woke with this one. */
+  claimAgain(claim: () => Promise<ClaimResult>): Promise<ClaimResult> {
+    return this.waiters.claimAgain(this.id, this.waitingSince, claim);
   }
 
   /** Gives the place back; call once the call is answered. */

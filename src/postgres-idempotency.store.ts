@@ -19,6 +19,7 @@ import {
   type StoredResponse,
 } from './idempotency-store.js';
 import type { PostgresIdempotencyListener } from './postgres-idempotency.listener.js';
+import { SettledWatches } from './postgres-idempotency.watch.js';
 
 /**
  * What the store needs to run a statement: a pg Pool, a pg Client or a TypeORM QueryRunner.
@@ -85,6 +86,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly executor: SqlExecutor;
   private readonly listener?: PostgresIdempotencyListener;
   private waitersColumn: WaitersColumn;
+  private watches?: SettledWatches;
 
   /**
    * @param executor runs the statements: a pg Pool (its statements are then bounded by
@@ -253,12 +255,13 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   }
 
   /**
-   * Subscribes to the record's notification, then marks the record as waited for (one
-   * statement), then waits for the notification, the poll bound or `timeoutMs`. The mark
-   * is what makes completing or releasing it notify; row locking orders the mark and the
-   * completion, so either the completion sees the mark and notifies a subscriber that is
-   * already listening, or the mark finds the record settled and the caller claims again at
-   * once. Without a listener, or on a table without the column, it polls instead.
+   * Waits for the record's notification, at most the poll bound or `timeoutMs`. Waiters of
+   * one record share a watch (SettledWatches): it subscribes, then marks the record as
+   * waited for (one statement), which is what makes completing or releasing it notify. Row
+   * locking orders the mark and the completion: either the completion sees the mark and
+   * notifies a listener that is already subscribed, or the mark finds the record settled
+   * and the caller claims again at once. Without a listener, or on a table without the
+   * column, it polls instead.
    */
   override async awaitSettled(
     record: InFlightRecord,
@@ -268,42 +271,27 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     if (!this.listener || !(await this.hasWaitersColumn(WAIT_POLL_MS))) {
       return super.awaitSettled(record, timeoutMs, signal);
     }
-    // Everything below, subscribing included, ends by this deadline: a listening connection
-    // that stalls must not hold the waiter past its poll bound.
-    const bound = Math.min(timeoutMs, WAIT_POLL_MS);
-    let wake!: () => void;
-    const woken = new Promise<void>((resolve) => (wake = resolve));
-    const subscribing = this.listener.subscribe(
-      this.sql.channel,
-      settledPayload(record.scope, record.key),
-      wake,
+    this.watches ??= new SettledWatches(this.listener, this.sql.channel, (inFlight) =>
+      this.markWaited(inFlight),
     );
-    const timer = abortableTimer(bound, signal);
-    let unsubscribe: (() => void) | undefined;
+    // Everything, subscribing included, ends by the bound: a listening connection that
+    // stalls must not hold a waiter past it.
+    const timer = abortableTimer(Math.min(timeoutMs, WAIT_POLL_MS), signal);
     try {
-      try {
-        unsubscribe = await Promise.race([subscribing, timer.done.then(() => undefined)]);
-      } catch {
-        // No listening connection (the listener logs why): poll meanwhile.
-        return await Promise.race([super.awaitSettled(record, timeoutMs, signal), timer.done]);
-      }
-      if (!unsubscribe) return; // not listening yet at the bound: claim again
-      const { rows } = await this.run(
-        this.sql.markWaited,
-        [record.scope, record.key, record.fingerprint],
-        bound,
-      );
-      if (rows.length === 0) return; // settled (or taken over) meanwhile: claim again now
-      await Promise.race([woken, timer.done]);
+      await this.watches.wait(record, settledPayload(record.scope, record.key), timer.done);
+    } catch {
+      // Cannot listen or mark right now (the listener logs why): poll meanwhile.
+      await Promise.race([super.awaitSettled(record, timeoutMs, signal), timer.done]);
     } finally {
       timer.cancel();
-      if (unsubscribe) unsubscribe();
-      else
-        void subscribing.then(
-          (stop) => stop(),
-          () => undefined,
-        );
     }
+  }
+
+  /** One statement, bounded like the wait it serves (shared: by the poll bound). */
+  private async markWaited({ scope, key, fingerprint }: InFlightRecord): Promise<boolean> {
+    const values = [scope, key, fingerprint];
+    const { rows } = await this.run(this.sql.markWaited, values, WAIT_POLL_MS);
+    return rows.length > 0;
   }
 
   /**

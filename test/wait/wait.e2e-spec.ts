@@ -6,7 +6,12 @@
 // notification lost: test/resilience/wait-processes.e2e-spec.ts.)
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { IdempotencyStore, PostgresIdempotencyStore } from '../../src/index.js';
+import {
+  IdempotencyStore,
+  PostgresIdempotencyListener,
+  PostgresIdempotencyStore,
+  type SqlExecutor,
+} from '../../src/index.js';
 import { settledPayload } from '../../src/postgres-idempotency.store.js';
 import { IdempotencyWaiters } from '../../src/idempotency.waiters.js';
 import { WAIT_POLL_MS } from '../../src/idempotency.constants.js';
@@ -371,6 +376,54 @@ describe('a listening connection that never answers', () => {
       await app.stop();
       await proxy.close();
       await app.close();
+    }
+  });
+});
+
+describe('waiters of one record in one process', () => {
+  it('share one mark and wake to one shared claim, not one each', async () => {
+    const seed = await startWaitApp('express', { waitInFlightMs: 0 });
+    const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
+    const statements = new Map<string, number>();
+    const counting: SqlExecutor = {
+      query: (statement) => {
+        const kind = statement.name.replace(/^idem_[0-9a-f]+_/, '');
+        statements.set(kind, (statements.get(kind) ?? 0) + 1);
+        return pool.query(statement);
+      },
+    };
+    const listener = new PostgresIdempotencyListener(pool.options);
+    const app = await startWaitApp('express', {
+      connection: undefined,
+      store: new PostgresIdempotencyStore(counting, seed.tableName, { listener }),
+      runMigrations: false,
+      tableName: seed.tableName,
+      waitInFlightMs: WAIT_MS,
+      maxInFlightWaiters: 20,
+    });
+    try {
+      const key = randomUUID();
+      const body = { delayMs: 1_000 };
+      const running = post(app, '/slow', key, body);
+      await waitForRecord(app.tableName, key, 'in_progress');
+      statements.clear();
+      const waiters = app.app.get(IdempotencyWaiters);
+      const waiting = parallel(10, () => post(app, '/slow', key, body));
+      await waitFor('the duplicates to wait', () => waiters.count === 10);
+      const original = await running;
+      for (const { response } of await waiting) expectReplayOf(response, original.response);
+      expect(app.runs.of(key)).toBe(1);
+      // 10 first claims, one mark, one completion; after the wake-up one claim for all ten
+      // (two at most, if a waiter resumed late).
+      expect(statements.get('mark_waited')).toBe(1);
+      expect(statements.get('complete_notifying')).toBe(1);
+      expect(statements.get('claim')).toBeGreaterThanOrEqual(11);
+      expect(statements.get('claim')).toBeLessThanOrEqual(12);
+    } finally {
+      await app.close();
+      await listener.close();
+      await pool.end();
+      await seed.close();
     }
   });
 });

@@ -1,9 +1,10 @@
 // The waitInFlightMs section of the benchmark, standalone: `node --import
 // @swc-node/register/esm-register bench/wait.ts` prints its markdown; run.ts can call
 // runWaitBench(). It measures
-// - new keys, no duplicates: throughput with the wait on against the wait off, and against a
-//   table without the has_waiters column (the statements as they were before the wait
-//   existed), in interleaved rounds; and that no completion sent a NOTIFY;
+// - new keys, no duplicates: throughput with the wait on against the wait off (two routes of
+//   one app), and against a table without the has_waiters column (the statements as they
+//   were before the wait existed; a second app in the same process), in interleaved rounds;
+//   and that no completion sent a NOTIFY;
 // - a duplicate storm with the wait on, the waiters spread over two processes: handler
 //   runs (must equal distinct keys), statuses, the duplicates' latency and how long after
 //   the first request's answer each duplicate got its own (the wake-up latency).
@@ -37,14 +38,22 @@ const log = (message: string) =>
 interface App {
   label: string;
   url: string;
-  table: string;
+  /** The second app of the process (OLD_TABLE_NAME), if any. */
+  url2?: string;
   child: ChildProcess;
+}
+
+/** A route of an app: where requests go and how its handler runs are counted. */
+interface Target {
+  app: App;
+  url: string;
+  route: 'orders' | 'orders-wait';
 }
 
 interface Variant {
   id: string;
   label: string;
-  app: App;
+  target: Target;
 }
 
 export async function runWaitBench(): Promise<{ markdown: string }> {
@@ -57,37 +66,41 @@ export async function runWaitBench(): Promise<{ markdown: string }> {
   try {
     // The "before" table: as the first migration alone creates it, no has_waiters column.
     for (const statement of idempotencyRecordsDdl(tables.old).up) await admin.query(statement);
-    const start = (label: string, env: Record<string, string>) =>
-      startApp(label, { DATABASE_URL: database.url, ...env }).then((app) => {
-        apps.push(app);
-        return app;
-      });
-    const [before, off, on, on2] = await Promise.all([
-      start('no column', { TABLE_NAME: tables.old, RUN_MIGRATIONS: '0', WAIT_MS: '0' }),
-      start('wait off', { TABLE_NAME: tables.current, WAIT_MS: '0', APP_NAME: 'bench-wait-off' }),
-      start('wait on', { TABLE_NAME: tables.current, WAIT_MS: String(WAIT_MS) }),
-      start('wait on, 2nd process', { TABLE_NAME: tables.current, WAIT_MS: String(WAIT_MS) }),
+    const [first, second] = await Promise.all([
+      startApp('first', {
+        DATABASE_URL: database.url,
+        TABLE_NAME: tables.current,
+        OLD_TABLE_NAME: tables.old,
+        WAIT_MS: String(WAIT_MS),
+      }),
+      startApp('second', {
+        DATABASE_URL: database.url,
+        TABLE_NAME: tables.current,
+        WAIT_MS: String(WAIT_MS),
+      }),
     ]);
+    apps.push(first, second);
     log('apps are up');
-
+    const waitOn = (app: App): Target => ({ app, url: app.url, route: 'orders-wait' });
+    const waitOff: Target = { app: first, url: first.url, route: 'orders' };
     const variants: Variant[] = [
       {
         id: 'before',
         label: 'table without `has_waiters` (statements as before the wait)',
-        app: before,
+        target: { app: first, url: first.url2!, route: 'orders' },
       },
-      { id: 'off', label: '`waitInFlightMs: 0`', app: off },
-      { id: 'on', label: `\`waitInFlightMs: ${WAIT_MS}\``, app: on },
+      { id: 'off', label: '`waitInFlightMs: 0`', target: waitOff },
+      { id: 'on', label: `\`waitInFlightMs: ${WAIT_MS}\``, target: waitOn(first) },
     ];
     const notifications = await countNotifications(database.url, [tables.old, tables.current]);
     const throughput =
       process.env.BENCH_WAIT_ONLY === 'storm' ? new Map() : await newKeyThroughput(variants);
     const notified = await notifications.stop();
     log('storm: warm-up round (not reported)');
-    await duplicateStorm([on, on2], 1);
-    const storm = await duplicateStorm([on, on2], STORM.rounds);
+    await duplicateStorm([waitOn(first), waitOn(second)], 1);
+    const storm = await duplicateStorm([waitOn(first), waitOn(second)], STORM.rounds);
     // The same storm with the wait off, for scale: every duplicate answers 423 at once.
-    const stormOff = await duplicateStorm([off], 1);
+    const stormOff = await duplicateStorm([waitOff], 1);
     return {
       markdown: render(throughput, notified, storm, stormOff[0], database.source),
     };
@@ -133,7 +146,7 @@ async function newKeys(variant: Variant, seconds: number, tag: string): Promise<
   let n = 0;
   let unexpected = 0;
   const result = await autocannon({
-    url: variant.app.url,
+    url: variant.target.url,
     connections: CONNECTIONS,
     pipelining: 1,
     duration: seconds,
@@ -141,7 +154,7 @@ async function newKeys(variant: Variant, seconds: number, tag: string): Promise<
     requests: [
       {
         method: 'POST',
-        path: '/orders',
+        path: `/${variant.target.route}`,
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ sku: 'bench-sku' }),
         setupRequest: (req) => ({
@@ -198,33 +211,33 @@ interface StormRound {
   elapsedMs: number;
 }
 
-async function duplicateStorm(apps: App[], count: number): Promise<StormRound[]> {
+async function duplicateStorm(targets: Target[], count: number): Promise<StormRound[]> {
   const rounds: StormRound[] = [];
   // A connection per request: reusing idle keep-alive sockets across rounds races the
   // server closing them.
   const agent = new Agent({ keepAlive: false, maxSockets: 1_000 });
   try {
     for (let round = 1; round <= count; round++) {
-      const runsBefore = await Promise.all(apps.map(handlerRuns));
+      const runsBefore = await Promise.all(targets.map(handlerRuns));
       const tag = randomUUID().slice(0, 8);
       const body = JSON.stringify({ sku: 'storm', delayMs: STORM.handlerMs });
       const started = Date.now();
       const answers = await Promise.all(
         Array.from({ length: STORM.keys * STORM.perKey }, (_, i) => {
           const key = `storm-${tag}-${i % STORM.keys}`;
-          const app = apps[Math.floor(i / STORM.keys) % apps.length];
+          const target = targets[Math.floor(i / STORM.keys) % targets.length];
           const sent = performance.now();
-          return post(agent, app.url, key, body).then((answer) => ({
+          return post(agent, target, key, body).then((answer) => ({
             ...answer,
             key,
-            app,
+            app: target.app,
             latency: performance.now() - sent,
             at: performance.now(),
           }));
         }),
       );
       const elapsedMs = Date.now() - started;
-      const runsAfter = await Promise.all(apps.map(handlerRuns));
+      const runsAfter = await Promise.all(targets.map(handlerRuns));
       const statuses: Record<number, number> = {};
       for (const { status } of answers) statuses[status] = (statuses[status] ?? 0) + 1;
       const firsts = new Map(answers.filter((a) => a.status === 201).map((a) => [a.key, a]));
@@ -256,11 +269,11 @@ async function duplicateStorm(apps: App[], count: number): Promise<StormRound[]>
 
 function post(
   agent: Agent,
-  baseUrl: string,
+  target: Target,
   key: string,
   body: string,
 ): Promise<{ status: number }> {
-  const url = new URL('/orders', baseUrl);
+  const url = new URL(`/${target.route}`, target.url);
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -287,9 +300,9 @@ function post(
   });
 }
 
-async function handlerRuns(app: App): Promise<number> {
-  const response = await fetch(`${app.url}/__stats`);
-  return ((await response.json()) as { runs: number }).runs;
+async function handlerRuns(target: Target): Promise<number> {
+  const response = await fetch(`${target.app.url}/__stats`);
+  return ((await response.json()) as { runs: Record<string, number> }).runs[target.route] ?? 0;
 }
 
 // ---------------------------------------------------------------- report
@@ -327,7 +340,7 @@ function render(
     '',
     `NOTIFYs sent during those runs: **${notified}** (a completion notifies only when a duplicate waits for it).`,
     '',
-    `**Duplicate storm, wait on** (${STORM.keys} keys x ${STORM.perKey} requests at once, spread over two processes on one table, handler ${STORM.handlerMs} ms, \`waitInFlightMs: ${WAIT_MS}\`)`,
+    `**Duplicate storm, wait on** (${STORM.keys} keys x ${STORM.perKey} requests at once, spread over two processes on one table, after a warm-up round, handler ${STORM.handlerMs} ms, \`waitInFlightMs: ${WAIT_MS}\`)`,
     '',
     '| round | statuses | handler runs / distinct keys | duplicates p50 / p99 ms | wake after the first answered p50 / p99 ms | same, other process p50 / p99 ms | elapsed ms |',
     '|---:|---|---:|---:|---:|---:|---:|',
@@ -340,7 +353,9 @@ function render(
           )} | ${round.handlerRuns} / ${round.distinctKeys} | ${percentile(round.duplicateLatencies, 50).toFixed(0)} / ${percentile(round.duplicateLatencies, 99).toFixed(0)} | ${percentile(round.wakeLatencies, 50).toFixed(1)} / ${percentile(round.wakeLatencies, 99).toFixed(1)} | ${percentile(round.crossProcessWakeLatencies, 50).toFixed(1)} / ${percentile(round.crossProcessWakeLatencies, 99).toFixed(1)} | ${round.elapsedMs} |`,
     ),
     '',
-    `For scale, the same storm on one process with the wait off: ${Object.entries(stormOff.statuses)
+    `For scale, the same storm on one process with the wait off (\`/orders\`): ${Object.entries(
+      stormOff.statuses,
+    )
       .map(([status, count]) => `${count} x ${status}`)
       .join(
         ', ',
@@ -381,12 +396,19 @@ async function resolveDatabase(): Promise<RunningDatabase & { source: string }> 
 
 async function startApp(label: string, env: Record<string, string>): Promise<App> {
   const port = await freePort();
+  const port2 = env.OLD_TABLE_NAME ? await freePort() : undefined;
   const child = spawn(
     process.execPath,
     ['--import', '@swc-node/register/esm-register', 'bench/wait-app.ts'],
     {
       cwd: ROOT,
-      env: { ...process.env, ...env, PORT: String(port), NODE_ENV: 'production' },
+      env: {
+        ...process.env,
+        ...env,
+        PORT: String(port),
+        PORT2: String(port2 ?? ''),
+        NODE_ENV: 'production',
+      },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
   );
@@ -401,7 +423,12 @@ async function startApp(label: string, env: Record<string, string>): Promise<App
     });
   });
   child.removeAllListeners('exit');
-  return { label, url: `http://127.0.0.1:${port}`, table: env.TABLE_NAME, child };
+  return {
+    label,
+    url: `http://127.0.0.1:${port}`,
+    url2: port2 ? `http://127.0.0.1:${port2}` : undefined,
+    child,
+  };
 }
 
 function stopApp(app: App): Promise<void> {

@@ -8,7 +8,8 @@
 // - a duplicate storm with the wait on, the waiters spread over two processes: handler
 //   runs (must equal distinct keys), statuses, the duplicates' latency and how long after
 //   the first request's answer each duplicate got its own (the wake-up latency).
-// Knobs: BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_CONNECTIONS (10), DATABASE_URL.
+// Standalone knobs: BENCH_SECONDS (5), BENCH_ROUNDS (3), DATABASE_URL; as a section of
+// `npm run bench` (waitSection) it takes the harness's rounds, seconds and database.
 import autocannon from 'autocannon';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -17,11 +18,9 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { freePort, startDatabase, type RunningDatabase } from '../scripts/embedded-postgres.js';
 import { idempotencyRecordsDdl, PostgresIdempotencyStore } from '../src/index.js';
+import type { BenchSection } from './section.js';
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10);
-const WARMUP_SECONDS = 2;
+const CONNECTIONS = 10;
 const WAIT_MS = 5_000;
 const STORM = {
   keys: Number(process.env.BENCH_STORM_KEYS ?? 20),
@@ -32,8 +31,23 @@ const STORM = {
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MACHINE_POSTGRES = 'postgres://postgres@127.0.0.1:5432/test';
 
-const log = (message: string) =>
-  console.log(`[bench wait ${new Date().toISOString().slice(11, 19)}] ${message}`);
+export interface WaitBenchOptions {
+  /** Postgres to run on; by default DATABASE_URL, else the machine's, else an embedded one. */
+  database?: { url: string; source: string };
+  /** Interleaved rounds of the new-key runs. @default BENCH_ROUNDS or 3 */
+  rounds?: number;
+  /** Seconds per new-key run. @default BENCH_SECONDS or 5 */
+  seconds?: number;
+  /** Seconds of warm-up per variant. @default 2 */
+  warmupSeconds?: number;
+  log?: (message: string) => void;
+}
+
+/** Settings of the run in progress. */
+let settings: Required<Omit<WaitBenchOptions, 'database'>>;
+const log = (message: string) => settings.log(message);
+
+export const WAIT_BENCH_TITLE = 'Waiting for a request in flight (`waitInFlightMs`)';
 
 interface App {
   label: string;
@@ -56,8 +70,22 @@ interface Variant {
   target: Target;
 }
 
-export async function runWaitBench(): Promise<{ markdown: string }> {
-  const database = await resolveDatabase();
+/** Runs the measurements; `markdown` starts below the section's heading (WAIT_BENCH_TITLE). */
+export async function runWaitBench(
+  options: WaitBenchOptions = {},
+): Promise<{ markdown: string; data: unknown }> {
+  settings = {
+    rounds: options.rounds ?? Number(process.env.BENCH_ROUNDS ?? 3),
+    seconds: options.seconds ?? Number(process.env.BENCH_SECONDS ?? 5),
+    warmupSeconds: options.warmupSeconds ?? 2,
+    log:
+      options.log ??
+      ((message) =>
+        console.log(`[bench wait ${new Date().toISOString().slice(11, 19)}] ${message}`)),
+  };
+  const database = options.database
+    ? { ...options.database, stop: async () => undefined }
+    : await resolveDatabase();
   const suffix = randomUUID().slice(0, 8);
   const tables = { old: `bench_wait_old_${suffix}`, current: `bench_wait_${suffix}` };
   const admin = new pg.Client({ connectionString: database.url });
@@ -103,6 +131,12 @@ export async function runWaitBench(): Promise<{ markdown: string }> {
     const stormOff = await duplicateStorm([waitOff], 1);
     return {
       markdown: render(throughput, notified, storm, stormOff[0], database.source),
+      data: {
+        newKeys: [...throughput.entries()].map(([variant, runs]) => ({ id: variant.id, runs })),
+        notified,
+        storm,
+        stormOff: stormOff[0],
+      },
     };
   } finally {
     await Promise.all(apps.map(stopApp));
@@ -124,15 +158,15 @@ interface ThroughputRun {
 async function newKeyThroughput(variants: Variant[]): Promise<Map<Variant, ThroughputRun[]>> {
   for (const variant of variants) {
     log(`new keys: warm-up ${variant.label}`);
-    await newKeys(variant, WARMUP_SECONDS, 'warm');
+    await newKeys(variant, settings.warmupSeconds, 'warm');
   }
   const results = new Map<Variant, ThroughputRun[]>(variants.map((variant) => [variant, []]));
-  for (let round = 1; round <= RUNS; round++) {
+  for (let round = 1; round <= settings.rounds; round++) {
     // Interleaved, and in a rotated order each round, so drift in the machine's load
     // spreads over all variants instead of favouring whichever ran first.
     const order = variants.map((_, i) => variants[(i + round - 1) % variants.length]);
     for (const variant of order) {
-      const run = await newKeys(variant, SECONDS, `r${round}`);
+      const run = await newKeys(variant, settings.seconds, `r${round}`);
       results.get(variant)!.push(run);
       log(
         `new keys #${round} ${variant.label}: ${run.rps.toFixed(0)} req/s, p50 ${run.p50} ms, p99 ${run.p99} ms, errors ${run.errors}`,
@@ -325,9 +359,7 @@ function render(
   }));
   const base = rows.find((row) => row.variant.id === 'off')?.rps ?? NaN;
   const lines = [
-    '## Waiting for a request in flight (`waitInFlightMs`)',
-    '',
-    `Database: ${database}. ${CONNECTIONS} connections, ${SECONDS} s per run, ${RUNS} interleaved rounds (order rotated each round), medians.`,
+    `Database: ${database}. ${CONNECTIONS} connections, ${settings.seconds} s per run, ${settings.rounds} interleaved rounds (order rotated each round), medians.`,
     '',
     '**New keys, no duplicates** (nobody waits: the cost of the wait being possible)',
     '',
@@ -446,7 +478,7 @@ function stopApp(app: App): Promise<void> {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   runWaitBench().then(
     ({ markdown }) => {
-      console.log(`\n${markdown}`);
+      console.log(`\n## ${WAIT_BENCH_TITLE}\n\n${markdown}`);
       process.exit(0);
     },
     (error: unknown) => {
@@ -455,3 +487,18 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     },
   );
 }
+
+/** The section for `npm run bench` (bench/run.ts lists its sections). */
+export const waitSection: BenchSection = {
+  id: 'wait',
+  title: WAIT_BENCH_TITLE,
+  estimateSeconds: (bench) => 3 * (2 + bench.rounds * bench.seconds) + 40,
+  run: ({ settings: bench, database, log: benchLog }) =>
+    runWaitBench({
+      database,
+      rounds: bench.rounds,
+      seconds: bench.seconds,
+      warmupSeconds: bench.warmupSeconds,
+      log: (message) => benchLog(`wait: ${message}`),
+    }),
+};

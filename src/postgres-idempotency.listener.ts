@@ -26,24 +26,32 @@ export class PostgresIdempotencyListener {
   private closed = false;
 
   /**
-   * @param config how to connect, as for a pg Client (a pg Pool's `options` will do). Its
-   * `application_name` gets `:listen:<pid>` appended, so each process's listener can be told
-   * apart in `pg_stat_activity`.
+   * @param config how to connect, as for a pg Client (a pg Pool's `options` will do), or a
+   * function that returns it when the first wait connects. Its `application_name` gets
+   * `:listen:<pid>` appended, so each process's listener can be told apart in
+   * `pg_stat_activity`.
    */
-  constructor(private readonly config: pg.ClientConfig) {}
+  constructor(private readonly config: pg.ClientConfig | (() => pg.ClientConfig)) {}
 
-  /** A listener on the same database, as the same user, as a TypeORM Postgres DataSource. */
+  /**
+   * A listener on the same database, as the same user, as a TypeORM Postgres DataSource
+   * (read when it first connects, so the DataSource may still be initializing now).
+   */
   static forDataSource(dataSource: DataSource): PostgresIdempotencyListener {
-    const pool = (dataSource.driver as { master?: { options?: pg.PoolConfig } }).master;
-    if (!pool?.options) throw new Error('The DataSource is not initialized.');
-    return new PostgresIdempotencyListener(pool.options);
+    return new PostgresIdempotencyListener(() => {
+      const pool = (dataSource.driver as { master?: { options?: pg.PoolConfig } }).master;
+      if (!pool?.options) throw new Error('The DataSource is not initialized.');
+      return pool.options;
+    });
   }
 
   /** The application_name this process's listener connects with. */
   get applicationName(): string {
-    const suffix = `:listen:${process.pid}`;
-    const base = this.config.application_name ?? 'nest-idempotency';
-    return base.slice(0, MAX_APPLICATION_NAME - suffix.length) + suffix;
+    return listenerName(this.clientConfig().application_name);
+  }
+
+  private clientConfig(): pg.ClientConfig {
+    return typeof this.config === 'function' ? this.config() : this.config;
   }
 
   /**
@@ -110,9 +118,15 @@ export class PostgresIdempotencyListener {
     if (Date.now() < this.reconnectAt) {
       return Promise.reject(new Error('The idempotency listener could not connect recently.'));
     }
+    let config: pg.ClientConfig;
+    try {
+      config = this.clientConfig();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const client = new pg.Client({
-      ...this.config,
-      application_name: this.applicationName,
+      ...config,
+      application_name: listenerName(config.application_name),
       keepAlive: true,
     });
     // Attached before connecting: an 'error' without a listener would crash the process.
@@ -197,4 +211,9 @@ function destroy(client: pg.Client): void {
   (
     client as unknown as { connection?: { stream?: { destroy(): void } } }
   ).connection?.stream?.destroy();
+}
+
+function listenerName(base = 'nest-idempotency'): string {
+  const suffix = `:listen:${process.pid}`;
+  return base.slice(0, MAX_APPLICATION_NAME - suffix.length) + suffix;
 }

@@ -31,10 +31,10 @@ const MAX_DEMO_DELAY_MS = 10_000;
 /**
  * How long a duplicate of a booking still being made waits for it (waitInFlightMs) before
  * answering 423: the published Python client never retries a 423, but it takes the 409
- * replay that a wait ends with. A second covers a booking; the walkthrough's slow bookings
- * (1.5 s) outlast it on purpose, to show the 423.
+ * replay that a wait ends with. Two seconds cover a booking, even on a busy machine; the
+ * walkthrough's slow bookings (3 s) outlast it on purpose, to show the 423.
  */
-export const BOOKING_WAIT_MS = 1_000;
+export const BOOKING_WAIT_MS = 2_000;
 
 /** The bit of Express' and Fastify's responses the handler needs. */
 interface HeaderWriter {

@@ -83,8 +83,10 @@ export async function findPython(): Promise<Python | { missing: string }> {
   const probe =
     'import platform, requests, urllib3; print(f"Python {platform.python_version()}, requests {requests.__version__}, urllib3 {urllib3.__version__}")';
   try {
-    const { code, stdout, stderr } = await runPython(command, probe, 15_000);
+    // Generous: importing requests can take seconds on a loaded machine.
+    const { code, stdout, stderr } = await runPython(command, probe, 60_000);
     if (code === 0) return { command, versions: stdout.trim() };
+    if (code === null) return { missing: `${command} did not answer within a minute` };
     const reason = /No module named '?(\w+)/.exec(stderr)?.[1];
     return { missing: reason ? `${command} has no "${reason}" module` : stderr.trim() };
   } catch (error) {

@@ -31,7 +31,7 @@ export interface WalkthroughOptions {
   /**
    * How long the "slow" bookings take, in milliseconds: longer than the route's wait
    * (BOOKING_WAIT_MS), so a duplicate's wait runs out and it gets 423.
-   * @default 1500
+   * @default 3000
    */
   slowMs?: number;
   /**
@@ -88,7 +88,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   const log = options.log ?? ((line: string) => console.log(line));
   const token = options.token ?? 'demo-token-acme';
   const partnerId = options.partnerId ?? 'ACME01';
-  const slowMs = options.slowMs ?? 1500;
+  const slowMs = options.slowMs ?? 3000;
   const briefMs = options.briefMs ?? 400;
   if (slowMs <= BOOKING_WAIT_MS || briefMs >= BOOKING_WAIT_MS) {
     throw new Error(

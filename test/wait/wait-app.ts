@@ -23,10 +23,11 @@ import {
 } from '../../src/index.js';
 import { dropTable, uniqueTableName, type AdapterName } from '../support/test-app.js';
 
-/** Handler runs per idempotency key. */
+/** Handler runs per idempotency key, and gates that hold /gated handlers until opened. */
 @Injectable()
 export class Runs {
   private readonly byKey = new Map<string, number>();
+  private readonly gates = new Map<string, { opened: Promise<void>; open(): void }>();
   hit(key: string): number {
     const n = (this.byKey.get(key) ?? 0) + 1;
     this.byKey.set(key, n);
@@ -34,6 +35,23 @@ export class Runs {
   }
   of(key: string): number {
     return this.byKey.get(key) ?? 0;
+  }
+  private gate(key: string) {
+    let gate = this.gates.get(key);
+    if (!gate) {
+      let open!: () => void;
+      const opened = new Promise<void>((resolve) => (open = resolve));
+      this.gates.set(key, (gate = { opened, open }));
+    }
+    return gate;
+  }
+  /** Resolves once the test opens the gate of `key`. */
+  passed(key: string): Promise<void> {
+    return this.gate(key).opened;
+  }
+  /** Lets the /gated handler of `key` finish, whatever the machine's load. */
+  open(key: string): void {
+    this.gate(key).open();
   }
 }
 
@@ -68,6 +86,15 @@ class WaitController {
     @Body() body: SlowBody,
   ) {
     return this.work(key, body, fail);
+  }
+
+  /** Runs until the test calls runs.open(key): "still running" without guessing a delay. */
+  @Post('gated')
+  @Idempotent()
+  async gated(@Headers('x-idempotency-key') key: string, @Body() body: SlowBody) {
+    const result = await this.work(key, body, undefined);
+    await this.runs.passed(key);
+    return result;
   }
 
   @Post('short-wait')

@@ -6,6 +6,7 @@
 // notification lost: test/resilience/wait-processes.e2e-spec.ts.)
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { DataSource } from 'typeorm';
 import {
   IdempotencyStore,
   PostgresIdempotencyListener,
@@ -403,26 +404,58 @@ describe('waiters of one record in one process', () => {
     });
     try {
       const key = randomUUID();
-      const body = { delayMs: 1_000 };
-      const running = post(app, '/slow', key, body);
+      const body = {};
+      const running = post(app, '/gated', key, body);
       await waitForRecord(app.tableName, key, 'in_progress');
       statements.clear();
       const waiters = app.app.get(IdempotencyWaiters);
-      const waiting = parallel(10, () => post(app, '/slow', key, body));
-      await waitFor('the duplicates to wait', () => waiters.count === 10);
+      const waiting = parallel(10, () => post(app, '/gated', key, body));
+      await waitFor('the duplicates to wait', () => waiters.count === 10, 30_000);
+      app.runs.open(key);
       const original = await running;
       for (const { response } of await waiting) expectReplayOf(response, original.response);
       expect(app.runs.of(key)).toBe(1);
-      // 10 first claims, one mark, one completion; after the wake-up one claim for all ten
-      // (two at most, if a waiter resumed late).
-      expect(statements.get('mark_waited')).toBe(1);
+      // 10 first claims, one mark, one completion; after the wake-up one claim for all ten.
+      // (A waiter that has waited the poll bound before the gate opens claims again and
+      // may mark again: a loaded machine can add a cycle, never one per duplicate.)
+      console.log(`statements for 10 waiters: ${JSON.stringify(Object.fromEntries(statements))}`);
       expect(statements.get('complete_notifying')).toBe(1);
+      expect(statements.get('mark_waited')).toBeLessThanOrEqual(2);
       expect(statements.get('claim')).toBeGreaterThanOrEqual(11);
-      expect(statements.get('claim')).toBeLessThanOrEqual(12);
+      expect(statements.get('claim')).toBeLessThanOrEqual(13);
     } finally {
       await app.close();
       await listener.close();
       await pool.end();
+      await seed.close();
+    }
+  });
+});
+
+describe('a DataSource given before it is initialized', () => {
+  it('is read when the first wait connects, not when the module is created', async () => {
+    const seed = await startWaitApp('express', { waitInFlightMs: 0 });
+    const dataSource = new DataSource({ type: 'postgres', url: process.env.DATABASE_URL });
+    // The app starts around a DataSource that connects only afterwards.
+    const app = await startWaitApp('fastify', {
+      connection: undefined,
+      dataSource,
+      runMigrations: false,
+      tableName: seed.tableName,
+      waitInFlightMs: WAIT_MS,
+    });
+    await dataSource.initialize();
+    try {
+      const key = randomUUID();
+      const body = { delayMs: 600 };
+      const running = post(app, '/slow', key, body);
+      await waitForRecord(app.tableName, key, 'in_progress');
+      const duplicate = await post(app, '/slow', key, body);
+      expectReplayOf(duplicate.response, (await running).response);
+      expect(app.runs.of(key)).toBe(1);
+    } finally {
+      await app.close();
+      await dataSource.destroy();
       await seed.close();
     }
   });

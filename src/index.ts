@@ -43,7 +43,11 @@ export {
   type SqlStatement,
 } from './postgres-idempotency.store.js';
 export { StatementTimeoutError, type StatementAftermath } from './postgres-statement.runner.js';
-export { PostgresIdempotencyListener } from './postgres-idempotency.listener.js';
+export {
+  PostgresIdempotencyListener,
+  listenerApplicationName,
+  type ListenerClient,
+} from './postgres-idempotency.listener.js';
 export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
 export {
   fingerprintHttpRequest,

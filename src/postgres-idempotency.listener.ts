@@ -4,7 +4,6 @@
 // never hold a pool connection while it waits. Opened by the first wait, so an application
 // that never waits never opens it.
 import { Logger } from '@nestjs/common';
-import pg from 'pg';
 import type { DataSource } from 'typeorm';
 
 /** After a failed connection attempt, waits poll instead of reconnecting for this long. */
@@ -14,10 +13,29 @@ const SETUP_TIMEOUT_MS = 5_000;
 /** Postgres keeps the first 63 bytes of application_name. */
 const MAX_APPLICATION_NAME = 63;
 
+/** The parts of a pg Client the listener uses. */
+export interface ListenerClient {
+  connect(): Promise<unknown>;
+  query(text: string): Promise<unknown>;
+  end(): Promise<unknown>;
+  on(
+    event: 'notification',
+    listener: (message: { channel: string; payload?: string }) => void,
+  ): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  on(event: 'end', listener: () => void): unknown;
+}
+
+/** The connection settings of a pg Pool, as the listener reads them. */
+interface PoolOptions {
+  application_name?: string;
+  [setting: string]: unknown;
+}
+
 export class PostgresIdempotencyListener {
   private readonly logger = new Logger('Idempotency');
-  private client?: pg.Client;
-  private connecting?: Promise<pg.Client>;
+  private client?: ListenerClient;
+  private connecting?: Promise<ListenerClient>;
   /** Channels LISTENed on the current connection (or being). */
   private readonly channels = new Map<string, Promise<unknown>>();
   /** Wake-up calls by channel and payload. */
@@ -26,32 +44,34 @@ export class PostgresIdempotencyListener {
   private closed = false;
 
   /**
-   * @param config how to connect, as for a pg Client (a pg Pool's `options` will do), or a
-   * function that returns it when the first wait connects. Its `application_name` gets
-   * `:listen:<pid>` appended, so each process's listener can be told apart in
-   * `pg_stat_activity`.
+   * @param createClient makes a new, unconnected pg Client, each time the listener
+   *   (re)connects. Name its `application_name` with listenerApplicationName(), so each
+   *   process's listener can be told apart in `pg_stat_activity`.
+   * @example
+   * new PostgresIdempotencyListener(
+   *   () => new pg.Client({ connectionString: url, application_name: listenerApplicationName('billing') }),
+   * )
    */
-  constructor(private readonly config: pg.ClientConfig | (() => pg.ClientConfig)) {}
+  constructor(private readonly createClient: () => ListenerClient) {}
 
   /**
-   * A listener on the same database, as the same user, as a TypeORM Postgres DataSource
-   * (read when it first connects, so the DataSource may still be initializing now).
+   * A listener on the same database, as the same user, as a TypeORM Postgres DataSource's
+   * pool (read when it first connects, so the DataSource may still be initializing now).
    */
   static forDataSource(dataSource: DataSource): PostgresIdempotencyListener {
     return new PostgresIdempotencyListener(() => {
-      const pool = (dataSource.driver as { master?: { options?: pg.PoolConfig } }).master;
-      if (!pool?.options) throw new Error('The DataSource is not initialized.');
-      return pool.options;
+      const driver = dataSource.driver as {
+        postgres?: { Client: new (settings: PoolOptions) => ListenerClient };
+        master?: { options?: PoolOptions };
+      };
+      const options = driver.master?.options;
+      if (!driver.postgres || !options) throw new Error('The DataSource is not initialized.');
+      return new driver.postgres.Client({
+        ...options,
+        application_name: listenerApplicationName(options.application_name),
+        keepAlive: true,
+      });
     });
-  }
-
-  /** The application_name this process's listener connects with. */
-  get applicationName(): string {
-    return listenerName(this.clientConfig().application_name);
-  }
-
-  private clientConfig(): pg.ClientConfig {
-    return typeof this.config === 'function' ? this.config() : this.config;
   }
 
   /**
@@ -112,23 +132,18 @@ export class PostgresIdempotencyListener {
     return listening;
   }
 
-  private connect(): Promise<pg.Client> {
+  private connect(): Promise<ListenerClient> {
     if (this.client) return Promise.resolve(this.client);
     if (this.connecting) return this.connecting;
     if (Date.now() < this.reconnectAt) {
       return Promise.reject(new Error('The idempotency listener could not connect recently.'));
     }
-    let config: pg.ClientConfig;
+    let client: ListenerClient;
     try {
-      config = this.clientConfig();
+      client = this.createClient();
     } catch (error) {
       return Promise.reject(error);
     }
-    const client = new pg.Client({
-      ...config,
-      application_name: listenerName(config.application_name),
-      keepAlive: true,
-    });
     // Attached before connecting: an 'error' without a listener would crash the process.
     client.on('error', (error) => this.lost(client, error));
     client.on('end', () => this.lost(client));
@@ -169,7 +184,7 @@ export class PostgresIdempotencyListener {
    * next wait opens a new one. Everyone waiting now wakes and claims again, since what
    * they waited for may have happened while nobody listened.
    */
-  private lost(client: pg.Client, error?: Error): void {
+  private lost(client: ListenerClient, error?: Error): void {
     if (this.client !== client) return;
     this.client = undefined;
     this.channels.clear();
@@ -182,7 +197,7 @@ export class PostgresIdempotencyListener {
   }
 
   /** Gives up on a connection that failed or stalled. */
-  private abandon(client: pg.Client, error?: Error): void {
+  private abandon(client: ListenerClient, error?: Error): void {
     this.lost(client, error);
     void client.end().catch(() => undefined);
     (
@@ -207,13 +222,14 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
 }
 
 /** A stalled socket never answers end(), and pg has no public way to drop one. */
-function destroy(client: pg.Client): void {
+function destroy(client: ListenerClient): void {
   (
     client as unknown as { connection?: { stream?: { destroy(): void } } }
   ).connection?.stream?.destroy();
 }
 
-function listenerName(base = 'nest-idempotency'): string {
+/** `<base>:listen:<pid>`, the application_name of this process's listening connection. */
+export function listenerApplicationName(base = 'nest-idempotency'): string {
   const suffix = `:listen:${process.pid}`;
   return base.slice(0, MAX_APPLICATION_NAME - suffix.length) + suffix;
 }

@@ -6,11 +6,11 @@
 // notification lost: test/resilience/wait-processes.e2e-spec.ts.)
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { DataSource } from 'typeorm';
 import {
   IdempotencyStore,
   PostgresIdempotencyListener,
   PostgresIdempotencyStore,
+  listenerApplicationName,
   type SqlExecutor,
 } from '../../src/index.js';
 import { settledPayload } from '../../src/postgres-idempotency.store.js';
@@ -393,7 +393,13 @@ describe('waiters of one record in one process', () => {
         return pool.query(statement);
       },
     };
-    const listener = new PostgresIdempotencyListener(pool.options);
+    const listener = new PostgresIdempotencyListener(
+      () =>
+        new pg.Client({
+          connectionString: process.env.DATABASE_URL,
+          application_name: listenerApplicationName('wait-share'),
+        }),
+    );
     const app = await startWaitApp('express', {
       connection: undefined,
       store: new PostgresIdempotencyStore(counting, seed.tableName, { listener }),
@@ -427,35 +433,6 @@ describe('waiters of one record in one process', () => {
       await app.close();
       await listener.close();
       await pool.end();
-      await seed.close();
-    }
-  });
-});
-
-describe('a DataSource given before it is initialized', () => {
-  it('is read when the first wait connects, not when the module is created', async () => {
-    const seed = await startWaitApp('express', { waitInFlightMs: 0 });
-    const dataSource = new DataSource({ type: 'postgres', url: process.env.DATABASE_URL });
-    // The app starts around a DataSource that connects only afterwards.
-    const app = await startWaitApp('fastify', {
-      connection: undefined,
-      dataSource,
-      runMigrations: false,
-      tableName: seed.tableName,
-      waitInFlightMs: WAIT_MS,
-    });
-    await dataSource.initialize();
-    try {
-      const key = randomUUID();
-      const body = { delayMs: 600 };
-      const running = post(app, '/slow', key, body);
-      await waitForRecord(app.tableName, key, 'in_progress');
-      const duplicate = await post(app, '/slow', key, body);
-      expectReplayOf(duplicate.response, (await running).response);
-      expect(app.runs.of(key)).toBe(1);
-    } finally {
-      await app.close();
-      await dataSource.destroy();
       await seed.close();
     }
   });

@@ -187,9 +187,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       response.body,
       retentionMs,
     ];
+    // The first call of a process also probes the table: both share the call's bound.
+    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
     const notifying = await this.hasWaitersColumn(call.timeoutMs);
     const statement = notifying ? this.sql.completeNotifying : this.sql.complete;
-    const { rowCount } = await this.run(statement, values, call.timeoutMs);
+    const { rowCount } = await this.run(statement, values, remaining(deadline));
     return rowCount === 1;
   }
 
@@ -205,9 +207,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
 
   async release(record: ClaimedRecord, call: StoreCallOptions = {}): Promise<boolean> {
     const values = [record.scope, record.key, record.token];
+    // The first call of a process also probes the table: both share the call's bound.
+    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
     const notifying = await this.hasWaitersColumn(call.timeoutMs);
     const statement = notifying ? this.sql.releaseNotifying : this.sql.release;
-    const { rowCount } = await this.run(statement, values, call.timeoutMs);
+    const { rowCount } = await this.run(statement, values, remaining(deadline));
     return rowCount === 1;
   }
 

@@ -28,6 +28,12 @@ export interface BookingsAppOptions {
    * @default '127.0.0.1'
    */
   host?: string;
+  /**
+   * HTTP adapter. Fastify is set to ignore trailing slashes, as Express does by default: the
+   * published client posts to `.../instant_booking/`.
+   * @default 'express'
+   */
+  adapter?: 'express' | 'fastify';
   /** Postgres schema for the example's tables (see BookingsDataSourceOptions.schema). */
   schema?: string;
   /**
@@ -63,9 +69,17 @@ export async function startBookingsApp(options: BookingsAppOptions): Promise<Run
   let app: INestApplication | undefined;
   let events: string;
   try {
-    app = await NestFactory.create(AppModule.register(dataSource), {
-      logger: options.logger ?? ['log', 'warn', 'error'],
-    });
+    const logger = options.logger ?? ['log', 'warn', 'error'];
+    app =
+      options.adapter === 'fastify'
+        ? await NestFactory.create(
+            AppModule.register(dataSource),
+            new (await import('@nestjs/platform-fastify')).FastifyAdapter({
+              routerOptions: { ignoreTrailingSlash: true },
+            }),
+            { logger },
+          )
+        : await NestFactory.create(AppModule.register(dataSource), { logger });
     app.useGlobalPipes(
       new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
     );

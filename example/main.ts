@@ -2,6 +2,7 @@
 // .pgdata/ (so keys sent before a restart still replay after it). Ctrl-C, or SIGTERM to npm
 // or to this process, stops it cleanly: requests in flight finish and are stored, then the
 // app closes, then Postgres.
+// ADAPTER=fastify runs it on Fastify instead of Express.
 import { fileURLToPath } from 'node:url';
 import { startDatabase } from '../scripts/embedded-postgres.js';
 import { startBookingsApp, type RunningBookingsApp } from './bookings-app.js';
@@ -59,6 +60,7 @@ async function main(): Promise<void> {
       databaseUrl: db.url,
       port: Number(process.env.PORT ?? 3000),
       host: process.env.HOST,
+      adapter: process.env.ADAPTER === 'fastify' ? 'fastify' : 'express',
     });
   } catch (error) {
     await db.stop();
@@ -76,7 +78,7 @@ function printWelcome(url: string, events: string): void {
   console.log(`
 Bookings API ready on ${url}; booking events over ${events}
 
-1) Book (201). Run it again: 409 with the same body and Idempotent-Replayed: true.
+1) Book (200). Run it again: 409 with the same body and Idempotent-Replayed: true.
    Restart the app and run it again: still 409, the key is kept in Postgres.
 ${book('my-first-key', 42.5)}
 

@@ -12,6 +12,7 @@ import {
   type IdempotencyException,
 } from './idempotency.exceptions.js';
 import { fingerprintHttpRequest } from './idempotency-http.fingerprint.js';
+import { withoutTrailingSlash } from './idempotency-http.path.js';
 import { readIdempotencyKey } from './idempotency-key.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import {
@@ -45,7 +46,9 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 
   fingerprint(context: ExecutionContext): Promise<Buffer> {
-    return fingerprintHttpRequest(context.switchToHttp().getRequest());
+    return fingerprintHttpRequest(context.switchToHttp().getRequest(), {
+      target: withoutTrailingSlash,
+    });
   }
 
   replay(_context: ExecutionContext, response: StoredResponse, options: ResolvedOptions): never {

@@ -23,6 +23,13 @@ export interface HttpFingerprintOptions {
    * @default 10_485_760 (10 MiB)
    */
   maxBufferedBodyBytes?: number;
+  /**
+   * Maps the request target as requested (path and query) to the one fingerprinted, for a
+   * caller that knows two targets reach the same handler (trailing slashes: see
+   * idempotency-http.path.ts).
+   * @default the target as requested
+   */
+  target?: (asRequested: string) => string;
 }
 
 /** The parts of an Express request or a Fastify request (whose `raw` is Node's) read here. */
@@ -58,7 +65,8 @@ export async function fingerprintHttpRequest(
 ): Promise<Buffer> {
   const raw = (request.raw ?? request) as RequestStream & NodeRequestHead;
   const method = request.method ?? raw.method ?? '';
-  const url = request.originalUrl ?? request.url ?? raw.url ?? '';
+  const asRequested = request.originalUrl ?? request.url ?? raw.url ?? '';
+  const url = options.target ? options.target(asRequested) : asRequested;
   const body = await bodyOf(request, raw, options.maxBufferedBodyBytes);
   return fingerprintOf(method, url, body);
 }

@@ -158,6 +158,19 @@ export interface IdempotentRouteOptions {
    * @example @Idempotent({ transactional: true, acknowledge: true })
    */
   acknowledge?: boolean;
+  /**
+   * How long a duplicate of a request that is still running waits for it, in milliseconds,
+   * instead of answering `423 Locked` at once. It gets the replay (`409`, same bytes) the
+   * moment the first request completes, on whichever instance that happens (Postgres
+   * LISTEN/NOTIFY wakes it); if the first request fails and frees the key, one waiter runs
+   * the handler; if the first is still running when the wait ends, `423` with `Retry-After`.
+   * A waiter holds its client's connection, never a database connection. `0` answers `423`
+   * at once, as published. Turn it on for clients that do not retry a `423` (the published
+   * Python example does not: see the README).
+   * @default 0
+   * @example @Idempotent({ waitInFlightMs: 10_000 })
+   */
+  waitInFlightMs?: number;
 }
 
 /** Options of `IdempotencyModule.forRoot()` / `forRootAsync()`. */
@@ -214,6 +227,14 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    * @example IdempotencyModule.forRoot({ connection: url, purge: { timeBoxMs: 45_000 } })
    */
   purge?: IdempotencyPurgeOptions;
+  /**
+   * How many duplicates may wait (`waitInFlightMs`) at once in this process; beyond it, a
+   * duplicate answers `423` at once. Each waiter holds an open client connection and a
+   * little memory, nothing in Postgres.
+   * @default 1000
+   * @example IdempotencyModule.forRoot({ connection: url, waitInFlightMs: 5_000, maxInFlightWaiters: 200 })
+   */
+  maxInFlightWaiters?: number;
 }
 
 /** Options of the background purge of expired records. */

@@ -1,5 +1,7 @@
 // The storage contract. The abstract class is both the TypeScript type and the injection
 // token: provide another implementation with `{ provide: IdempotencyStore, useClass: ... }`.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { WAIT_BLIND_POLL_MS } from './idempotency.constants.js';
 
 /** A response as stored and replayed: status, the headers worth replaying, exact body bytes. */
 export interface StoredResponse {
@@ -58,6 +60,13 @@ export class IdempotencyStoreTimeoutError extends Error {
   }
 }
 
+/** The in-flight record a waiting duplicate waits for (see `waitInFlightMs`). */
+export interface InFlightRecord {
+  scope: string;
+  key: string;
+  fingerprint: Buffer;
+}
+
 export type ClaimResult =
   /** The caller owns the record and must complete or release it. */
   | { outcome: 'claimed'; record: ClaimedRecord }
@@ -94,4 +103,23 @@ export abstract class IdempotencyStore {
    * returns how many it deleted. Only frees space: expiry is enforced when reading.
    */
   abstract purgeExpired(batchSize: number, call?: StoreCallOptions): Promise<number>;
+
+  /**
+   * Waits until the in-flight record may have completed or been released, `timeoutMs` has
+   * passed or `signal` aborts; the caller then claims again, and that claim decides. So
+   * returning early is always safe, and returning late only delays the answer. Must not hold
+   * a connection of the pool while it waits.
+   *
+   * This default polls: it waits a short interval. A store that can be told when a record
+   * settles overrides it (the Postgres store listens for a notification).
+   */
+  async awaitSettled(
+    _record: InFlightRecord,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    await sleep(Math.min(timeoutMs, WAIT_BLIND_POLL_MS), undefined, { signal }).catch(
+      () => undefined,
+    );
+  }
 }

@@ -24,6 +24,7 @@ import {
   type StoredResponse,
 } from './idempotency-store.js';
 import { OpenTransaction } from './idempotency.transaction.js';
+import { IdempotencyWaiters } from './idempotency.waiters.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
 const RETRY_FIRST_MS = 250;
@@ -64,17 +65,52 @@ export class IdempotencyEngine {
     @Optional()
     @Inject(IDEMPOTENCY_DATA_SOURCE)
     private readonly connection: IdempotencyConnection | undefined,
+    @Optional() private readonly waiters: IdempotencyWaiters = new IdempotencyWaiters(),
   ) {}
 
   /**
    * Claims the key for this call, or finds the stored result to replay. Throws the other
    * outcomes: 422 (another request used the key), 423 (still running), 503 (store failing).
+   * With `waitInFlightMs`, a call whose key is still running waits for it first and claims
+   * again each time it may have settled (see IdempotencyWaiters).
    */
   async admit(call: IdempotentCall): Promise<Admission> {
     const { scope, key, fingerprint, options } = call;
-    let result;
+    const wait = this.waiters.start(
+      this.store,
+      { scope, key, fingerprint },
+      options.waitInFlightMs,
+    );
     try {
-      result = await this.store.claim({
+      let result = await this.claim(call);
+      for (;;) {
+        switch (result.outcome) {
+          case 'claimed':
+            return { outcome: 'claimed', record: result.record };
+          case 'completed':
+            return { outcome: 'replay', response: result.response };
+          case 'mismatch':
+            throw new IdempotencyKeyReusedException();
+          case 'in_progress': {
+            if (wait && (await wait.next(result.leaseLeftMs))) {
+              result = await wait.claimAgain(() => this.claim(call));
+              continue;
+            }
+            const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
+            throw new IdempotencyRequestInFlightException(
+              Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),
+            );
+          }
+        }
+      }
+    } finally {
+      wait?.end();
+    }
+  }
+
+  private async claim({ scope, key, fingerprint, options }: IdempotentCall) {
+    try {
+      return await this.store.claim({
         scope,
         key,
         fingerprint,
@@ -88,20 +124,6 @@ export class IdempotencyEngine {
         this.releaseLateClaim(error.lateClaim, options);
       }
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
-    }
-    switch (result.outcome) {
-      case 'claimed':
-        return { outcome: 'claimed', record: result.record };
-      case 'completed':
-        return { outcome: 'replay', response: result.response };
-      case 'mismatch':
-        throw new IdempotencyKeyReusedException();
-      case 'in_progress': {
-        const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
-        throw new IdempotencyRequestInFlightException(
-          Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),
-        );
-      }
     }
   }
 

@@ -7,6 +7,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
+import { idempotencyWaitersDdl } from '../migrations/1795910400000-AddIdempotencyWaiters.js';
 import { IdempotencyEngine } from './idempotency.engine.js';
 import {
   ConfigurableIdempotencyModule,
@@ -25,6 +26,7 @@ import { assertValidOptions } from './idempotency.options.js';
 import { IdempotencyStore } from './idempotency-store.js';
 import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
+import { IdempotencyWaiters } from './idempotency.waiters.js';
 
 @Module({
   providers: [
@@ -33,6 +35,7 @@ import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
     IdempotencyPurger,
     IdempotencySettlements,
     IdempotencyTransaction,
+    IdempotencyWaiters,
   ],
   // What the interceptor that @Idempotent() binds in each controller's module needs, and
   // what applications may inject.
@@ -87,8 +90,9 @@ export class IdempotencyModule
     // Several instances may start together: an advisory lock makes the DDL run one at a time.
     await this.connection.dataSource.transaction(async (manager) => {
       await manager.query(`SELECT pg_advisory_xact_lock(hashtext('nest-idempotency:migrate'))`);
-      for (const statement of idempotencyRecordsDdl(this.options.tableName).up) {
-        await manager.query(statement);
+      // Every migration in order, as a migrations list would run them.
+      for (const ddl of [idempotencyRecordsDdl, idempotencyWaitersDdl]) {
+        for (const statement of ddl(this.options.tableName).up) await manager.query(statement);
       }
     });
     this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);

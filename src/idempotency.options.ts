@@ -7,6 +7,7 @@ import {
   DEFAULT_RETENTION_MS,
   DEFAULT_RETRY_AFTER_SECONDS,
   DEFAULT_STATEMENT_TIMEOUT_MS,
+  DEFAULT_WAIT_IN_FLIGHT_MS,
 } from './idempotency.constants.js';
 import type {
   IdempotencyKeyResolver,
@@ -38,6 +39,7 @@ export interface ResolvedOptions {
   /** The handlers' shared namespace; `undefined` means each context's own. */
   namespace?: string;
   acknowledge: boolean;
+  waitInFlightMs: number;
 }
 
 // The option names as values, to reject unknown ones at run time. Typed against the
@@ -57,6 +59,7 @@ const ROUTE_OPTIONS: Record<keyof IdempotentRouteOptions, true> = {
   key: true,
   namespace: true,
   acknowledge: true,
+  waitInFlightMs: true,
 };
 const MODULE_ONLY_OPTIONS: Record<
   Exclude<keyof IdempotencyModuleOptions, keyof IdempotentRouteOptions>,
@@ -69,6 +72,7 @@ const MODULE_ONLY_OPTIONS: Record<
   tableName: true,
   runMigrations: true,
   purge: true,
+  maxInFlightWaiters: true,
 };
 const PURGE_OPTIONS: Record<keyof IdempotencyPurgeOptions, true> = {
   enabled: true,
@@ -111,6 +115,7 @@ export function resolveOptions(
     keyResolver: typeof key === 'function' ? key : undefined,
     namespace: pick('namespace'),
     acknowledge: pick('acknowledge') ?? false,
+    waitInFlightMs: pick('waitInFlightMs') ?? DEFAULT_WAIT_IN_FLIGHT_MS,
   };
 }
 
@@ -157,7 +162,9 @@ export function assertValidOptions(
   assertValidValues(options);
 }
 
-function assertValidValues(options: IdempotentRouteOptions): void {
+function assertValidValues(
+  options: IdempotentRouteOptions & Pick<IdempotencyModuleOptions, 'maxInFlightWaiters'>,
+): void {
   for (const name of ['retentionMs', 'leaseMs', 'statementTimeoutMs'] as const) {
     const value = options[name];
     if (
@@ -193,6 +200,17 @@ function assertValidValues(options: IdempotentRouteOptions): void {
     throw new Error(
       `Idempotency option namespace must be a string, got ${describeValue(namespace)}.`,
     );
+  }
+  for (const name of ['waitInFlightMs', 'maxInFlightWaiters'] as const) {
+    const value = options[name];
+    if (
+      value !== undefined &&
+      !(typeof value === 'number' && Number.isFinite(value) && value >= 0)
+    ) {
+      throw new Error(
+        `Idempotency option ${name} must be a number >= 0, got ${describeValue(value)}.`,
+      );
+    }
   }
   const status = options.replayStatus;
   if (status !== undefined && status !== 409 && status !== 'original') {

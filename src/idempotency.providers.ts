@@ -4,6 +4,7 @@ import { DataSource } from 'typeorm';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { IdempotencyStore } from './idempotency-store.js';
+import { PostgresIdempotencyListener } from './postgres-idempotency.listener.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
 
@@ -61,13 +62,23 @@ export const idempotencyProviders: Provider[] = [
     },
   },
   {
+    // Connects on the first wait only; Nest closes it on shutdown (its onApplicationShutdown).
+    provide: PostgresIdempotencyListener,
+    inject: [IDEMPOTENCY_DATA_SOURCE],
+    useFactory: (connection: IdempotencyConnection | undefined) =>
+      connection && PostgresIdempotencyListener.forDataSource(connection.dataSource),
+  },
+  {
     provide: IdempotencyStore,
-    inject: [IDEMPOTENCY_DATA_SOURCE, IDEMPOTENCY_MODULE_OPTIONS],
+    inject: [IDEMPOTENCY_DATA_SOURCE, IDEMPOTENCY_MODULE_OPTIONS, PostgresIdempotencyListener],
     useFactory: (
       connection: IdempotencyConnection | undefined,
       options: IdempotencyModuleOptions,
+      listener: PostgresIdempotencyListener | undefined,
     ): IdempotencyStore =>
       options.store ??
-      PostgresIdempotencyStore.fromDataSource(connection!.dataSource, options.tableName),
+      PostgresIdempotencyStore.fromDataSource(connection!.dataSource, options.tableName, {
+        listener,
+      }),
   },
 ];

@@ -17,6 +17,8 @@ describe('@Idempotent()', () => {
     [{ key: '' }],
     [{ key: 42 as unknown as string }],
     [{ namespace: 1 as unknown as string }],
+    [{ waitInFlightMs: -1 }],
+    [loose({ waitInFlightMs: '5s' })],
   ])('rejects invalid options where it is applied: %o', (options) => {
     expect(() => Idempotent(options)).toThrow(/Idempotency option/);
   });
@@ -29,13 +31,19 @@ describe('@Idempotent()', () => {
 
   it('rejects a misspelled option, listing the valid names', () => {
     expect(() => Idempotent(loose({ requierd: true }))).toThrow(
-      'Unknown idempotency option "requierd" in @Idempotent(). Valid options: required, retentionMs, leaseMs, renewLease, retryAfterSeconds, replayStatus, replayHeaders, storeErrors, scope, transactional, statementTimeoutMs, key, namespace, acknowledge.',
+      'Unknown idempotency option "requierd" in @Idempotent(). Valid options: required, retentionMs, leaseMs, renewLease, retryAfterSeconds, replayStatus, replayHeaders, storeErrors, scope, transactional, statementTimeoutMs, key, namespace, acknowledge, waitInFlightMs.',
     );
   });
 
   it('says where a module-wide option belongs', () => {
     expect(() => Idempotent(loose({ tableName: 'other' }))).toThrow(
       /tableName applies to the whole module: set it in IdempotencyModule\.forRoot\(\)/,
+    );
+  });
+
+  it('says maxInFlightWaiters belongs to the module', () => {
+    expect(() => Idempotent(loose({ maxInFlightWaiters: 10 }))).toThrow(
+      /maxInFlightWaiters applies to the whole module/,
     );
   });
 

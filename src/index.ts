@@ -32,15 +32,22 @@ export {
   type ClaimedRecord,
   type LateClaim,
   type StoreCallOptions,
+  type InFlightRecord,
   type StoredResponse,
 } from './idempotency-store.js';
 export {
   PostgresIdempotencyStore,
+  type PostgresIdempotencyStoreOptions,
   type SqlExecutor,
   type SqlResult,
   type SqlStatement,
 } from './postgres-idempotency.store.js';
 export { StatementTimeoutError, type StatementAftermath } from './postgres-statement.runner.js';
+export {
+  PostgresIdempotencyListener,
+  listenerApplicationName,
+  type ListenerClient,
+} from './postgres-idempotency.listener.js';
 export { computeFingerprint, type FingerprintInput } from './idempotency.fingerprint.js';
 export {
   fingerprintHttpRequest,
@@ -54,6 +61,11 @@ export {
   createIdempotencyRecordsMigration,
   idempotencyRecordsDdl,
 } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
+export {
+  AddIdempotencyWaiters1795910400000,
+  createIdempotencyWaitersMigration,
+  idempotencyWaitersDdl,
+} from '../migrations/1795910400000-AddIdempotencyWaiters.js';
 export {
   IdempotencyException,
   IdempotencyBodyIncompleteException,

@@ -3,7 +3,7 @@
 // lock or transaction is held while the handler runs: the lease column does that job.
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
-import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
+import { DEFAULT_TABLE_NAME, WAIT_POLL_MS } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
 import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
@@ -14,9 +14,12 @@ import {
   type ClaimedRecord,
   type ClaimRequest,
   type ClaimResult,
+  type InFlightRecord,
   type StoreCallOptions,
   type StoredResponse,
 } from './idempotency-store.js';
+import type { PostgresIdempotencyListener } from './postgres-idempotency.listener.js';
+import { SettledWatches } from './postgres-idempotency.watch.js';
 
 /**
  * What the store needs to run a statement: a pg Pool, a pg Client or a TypeORM QueryRunner.
@@ -62,9 +65,28 @@ interface ClaimRow {
  */
 const MAX_CLAIM_ATTEMPTS = 5;
 
+export interface PostgresIdempotencyStoreOptions {
+  /**
+   * Wakes duplicates waiting for a record (`waitInFlightMs`) as soon as it settles. Without
+   * one they poll. Whoever creates it closes it (`listener.close()`).
+   */
+  listener?: PostgresIdempotencyListener;
+}
+
+/** Whether the table has the has_waiters column (AddIdempotencyWaiters migration). */
+interface WaitersColumn {
+  present?: boolean;
+  probing?: Promise<boolean>;
+  /** The store on the pool, never a transaction's: the probe must not touch a transaction. */
+  store: PostgresIdempotencyStore;
+}
+
 export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly sql: ReturnType<typeof buildStatements>;
   private readonly executor: SqlExecutor;
+  private readonly listener?: PostgresIdempotencyListener;
+  private waitersColumn: WaitersColumn;
+  private watches?: SettledWatches;
 
   /**
    * @param executor runs the statements: a pg Pool (its statements are then bounded by
@@ -73,20 +95,36 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   constructor(
     executor: SqlExecutor,
     private readonly tableName?: string,
+    options: PostgresIdempotencyStoreOptions = {},
   ) {
     super();
     this.executor = isPgPool(executor) ? poolExecutor(() => executor) : executor;
     this.sql = statementsFor(tableName);
+    this.listener = options.listener;
+    this.waitersColumn = { store: this };
   }
 
   /** The same table, its statements run through another executor (a transaction). */
   withExecutor(executor: SqlExecutor): PostgresIdempotencyStore {
-    return new PostgresIdempotencyStore(executor, this.tableName);
+    const store = new PostgresIdempotencyStore(executor, this.tableName, {
+      listener: this.listener,
+    });
+    store.waitersColumn = this.waitersColumn;
+    return store;
+  }
+
+  /** The channel that completing or releasing a waited-for record notifies. */
+  get notificationChannel(): string {
+    return this.sql.channel;
   }
 
   /** Runs statements on the pg pool behind a TypeORM Postgres DataSource. */
-  static fromDataSource(dataSource: DataSource, tableName?: string): PostgresIdempotencyStore {
-    return new PostgresIdempotencyStore(dataSourceExecutor(dataSource), tableName);
+  static fromDataSource(
+    dataSource: DataSource,
+    tableName?: string,
+    options: PostgresIdempotencyStoreOptions = {},
+  ): PostgresIdempotencyStore {
+    return new PostgresIdempotencyStore(dataSourceExecutor(dataSource), tableName, options);
   }
 
   async claim(request: ClaimRequest): Promise<ClaimResult> {
@@ -149,7 +187,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       response.body,
       retentionMs,
     ];
-    const { rowCount } = await this.run(this.sql.complete, values, call.timeoutMs);
+    // The first call of a process also probes the table: both share the call's bound.
+    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
+    const notifying = await this.hasWaitersColumn(call.timeoutMs);
+    const statement = notifying ? this.sql.completeNotifying : this.sql.complete;
+    const { rowCount } = await this.run(statement, values, remaining(deadline));
     return rowCount === 1;
   }
 
@@ -165,7 +207,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
 
   async release(record: ClaimedRecord, call: StoreCallOptions = {}): Promise<boolean> {
     const values = [record.scope, record.key, record.token];
-    const { rowCount } = await this.run(this.sql.release, values, call.timeoutMs);
+    // The first call of a process also probes the table: both share the call's bound.
+    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
+    const notifying = await this.hasWaitersColumn(call.timeoutMs);
+    const statement = notifying ? this.sql.releaseNotifying : this.sql.release;
+    const { rowCount } = await this.run(statement, values, remaining(deadline));
     return rowCount === 1;
   }
 
@@ -211,11 +257,91 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       throw error;
     }
   }
+
+  /**
+   * Waits for the record's notification, at most the poll bound or `timeoutMs`. Waiters of
+   * one record share a watch (SettledWatches): it subscribes, then marks the record as
+   * waited for (one statement), which is what makes completing or releasing it notify. Row
+   * locking orders the mark and the completion: either the completion sees the mark and
+   * notifies a listener that is already subscribed, or the mark finds the record settled
+   * and the caller claims again at once. Without a listener, or on a table without the
+   * column, it polls instead.
+   */
+  override async awaitSettled(
+    record: InFlightRecord,
+    timeoutMs: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (!this.listener || !(await this.hasWaitersColumn(WAIT_POLL_MS))) {
+      return super.awaitSettled(record, timeoutMs, signal);
+    }
+    this.watches ??= new SettledWatches(this.listener, this.sql.channel, (inFlight) =>
+      this.markWaited(inFlight),
+    );
+    // Everything, subscribing included, ends by the bound: a listening connection that
+    // stalls must not hold a waiter past it.
+    const timer = abortableTimer(Math.min(timeoutMs, WAIT_POLL_MS), signal);
+    try {
+      await this.watches.wait(record, settledPayload(record.scope, record.key), timer.done);
+    } catch {
+      // Cannot listen or mark right now (the listener logs why): poll meanwhile.
+      await Promise.race([super.awaitSettled(record, timeoutMs, signal), timer.done]);
+    } finally {
+      timer.cancel();
+    }
+  }
+
+  /** One statement, bounded like the wait it serves (shared: by the poll bound). */
+  private async markWaited({ scope, key, fingerprint }: InFlightRecord): Promise<boolean> {
+    const values = [scope, key, fingerprint];
+    const { rows } = await this.run(this.sql.markWaited, values, WAIT_POLL_MS);
+    return rows.length > 0;
+  }
+
+  /**
+   * Probed once per store (one catalog query): a table created before the has_waiters
+   * column existed keeps working, with plain statements and polling waits.
+   */
+  private async hasWaitersColumn(timeoutMs?: number): Promise<boolean> {
+    const column = this.waitersColumn;
+    if (column.present !== undefined) return column.present;
+    column.probing ??= column.store.run(this.sql.probeWaiters, [this.sql.table], timeoutMs).then(
+      ({ rows }) => (column.present = rows[0]?.present === true),
+      (error: unknown) => {
+        column.probing = undefined;
+        throw error;
+      },
+    );
+    return column.probing;
+  }
 }
 
 /** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
 function remaining(deadline: number | undefined): number | undefined {
   return deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+}
+
+/** What a settled record's notification carries: a digest of its scope and key. */
+export function settledPayload(scope: string, key: string): string {
+  // Keys are printable ASCII, so the last newline separates scope from key unambiguously.
+  return createHash('sha256').update(`${scope}\n${key}`, 'utf8').digest('hex');
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts; cancel() clears it. */
+function abortableTimer(ms: number, signal: AbortSignal) {
+  let cancel = () => undefined as void;
+  const done = new Promise<void>((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', finish);
+      resolve();
+    };
+    const timer = setTimeout(finish, ms);
+    signal.addEventListener('abort', finish, { once: true });
+    cancel = finish;
+    if (signal.aborted) finish();
+  });
+  return { done, cancel };
 }
 
 /** Uses the pg Pool of a TypeORM Postgres DataSource directly: named prepared statements. */
@@ -263,7 +389,28 @@ function buildStatements(tableName?: string) {
   // Prepared statement names must be unique per text on a connection.
   const prefix = `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
   const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
+  // Notifications of settled records: one channel per table, the record in the payload (as
+  // settledPayload computes it). Only records marked as waited for notify: NOTIFY takes a
+  // global lock at commit, which no completion should pay for when nobody waits.
+  const channel = `${prefix}_settled`;
+  const notifyIfWaited = (rows: string) => `
+        SELECT CASE WHEN ${rows}.has_waiters THEN pg_notify('${channel}',
+                 encode(sha256(convert_to($1::text || E'\\n' || $2::text, 'UTF8')), 'hex')) END
+          FROM ${rows}`;
+  const complete = `
+        UPDATE ${table}
+           SET state = 'completed', response_status = $4, response_headers = $5::jsonb,
+               response_body = $6, completed_at = now(), locked_until = NULL,
+               expires_at = now() + ${ms('$7')}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`;
+  const release = `
+        DELETE FROM ${table}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`;
   return {
+    table,
+    channel,
     /*
      * One atomic statement. `inserted` claims a new key; `taken` takes over a record whose
      * retention expired (unless its lease is still live: a request still running is never
@@ -312,15 +459,12 @@ function buildStatements(tableName?: string) {
          WHERE r.scope = $1 AND r.idempotency_key = $2
            AND NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM taken)`,
     },
-    complete: {
-      name: `${prefix}_complete`,
-      text: `
-        UPDATE ${table}
-           SET state = 'completed', response_status = $4, response_headers = $5::jsonb,
-               response_body = $6, completed_at = now(), locked_until = NULL,
-               expires_at = now() + ${ms('$7')}
-         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
-           AND state = 'in_progress'`,
+    complete: { name: `${prefix}_complete`, text: complete },
+    /** complete, and a notification in the same statement when someone waits for it. */
+    completeNotifying: {
+      name: `${prefix}_complete_notifying`,
+      text: `WITH done AS (${complete}
+         RETURNING has_waiters)${notifyIfWaited('done')}`,
     },
     /*
      * Oldest expired records first, in one bounded batch. SKIP LOCKED lets several instances
@@ -354,12 +498,41 @@ function buildStatements(tableName?: string) {
          WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
            AND state = 'in_progress'`,
     },
-    release: {
-      name: `${prefix}_release`,
+    release: { name: `${prefix}_release`, text: release },
+    releaseNotifying: {
+      name: `${prefix}_release_notifying`,
+      text: `WITH gone AS (${release}
+         RETURNING has_waiters)${notifyIfWaited('gone')}`,
+    },
+    /*
+     * Marks an in-flight record as waited for; a row back means a completion or release
+     * will notify. Only the first waiter writes: later ones find the mark (a read), so a
+     * storm of duplicates costs one row update, not one per duplicate. No row back (the
+     * record settled, was taken over or changed request) sends the caller to claim again;
+     * so does a mark that raced another waiter's, which is rare and harmless.
+     */
+    markWaited: {
+      name: `${prefix}_mark_waited`,
       text: `
-        DELETE FROM ${table}
-         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
-           AND state = 'in_progress'`,
+        WITH marked AS (
+          UPDATE ${table} SET has_waiters = true
+           WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3
+             AND state = 'in_progress' AND locked_until > now() AND NOT has_waiters
+          RETURNING 1
+        )
+        SELECT 1 FROM marked
+        UNION ALL
+        SELECT 1 FROM ${table}
+         WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3
+           AND state = 'in_progress' AND locked_until > now() AND has_waiters
+           AND NOT EXISTS (SELECT 1 FROM marked)`,
+    },
+    probeWaiters: {
+      name: `${prefix}_probe_waiters`,
+      text: `
+        SELECT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = to_regclass($1) AND attname = 'has_waiters'
+                          AND NOT attisdropped) AS present`,
     },
   };
 }

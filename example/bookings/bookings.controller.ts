@@ -28,6 +28,14 @@ import { InstantBookingDto } from './instant-booking.dto.js';
 export const DEMO_DELAY_HEADER = 'x-demo-delay-ms';
 const MAX_DEMO_DELAY_MS = 10_000;
 
+/**
+ * How long a duplicate of a booking still being made waits for it (waitInFlightMs) before
+ * answering 423: the published Python client never retries a 423, but it takes the 409
+ * replay that a wait ends with. Two seconds cover a booking, even on a busy machine; the
+ * walkthrough's slow bookings (3 s) outlast it on purpose, to show the 423.
+ */
+export const BOOKING_WAIT_MS = 2_000;
+
 /** The bit of Express' and Fastify's responses the handler needs. */
 interface HeaderWriter {
   header(name: string, value: string): unknown;
@@ -42,7 +50,9 @@ export class BookingsController {
   ) {}
 
   @Post('instant_booking')
-  @Idempotent({ transactional: true })
+  // 200, as the published API answers a new booking: its client takes only 200 and 409.
+  @HttpCode(200)
+  @Idempotent({ transactional: true, waitInFlightMs: BOOKING_WAIT_MS })
   async book(
     @Param('partnerId') partnerId: string,
     @Body() body: InstantBookingDto,

@@ -2,7 +2,10 @@
 // sent for them and, through
 // IdempotencyModule.forRoot({ dataSource }), the idempotency records.
 import { DataSource } from 'typeorm';
-import { CreateIdempotencyRecords1764403200000 } from '../../src/index.js';
+import {
+  AddIdempotencyWaiters1795910400000,
+  CreateIdempotencyRecords1764403200000,
+} from '../../src/index.js';
 import { Booking } from '../bookings/booking.entity.js';
 import { CreateBookings1764403300000 } from './1764403300000-CreateBookings.js';
 import { CreateConfirmations1764403400000 } from './1764403400000-CreateConfirmations.js';
@@ -34,6 +37,7 @@ export async function openBookingsDataSource(
       CreateIdempotencyRecords1764403200000,
       CreateBookings1764403300000,
       CreateConfirmations1764403400000,
+      AddIdempotencyWaiters1795910400000,
     ],
     // search_path rather than TypeORM's `schema` option: the idempotency store's plain SQL
     // and the migrations then find the tables without schema-qualified names.

@@ -5,7 +5,15 @@
 import { STATUS_CODES } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { IdempotentClient, type IdempotentClientOptions } from '../../src/client/index.js';
-import { DEMO_DELAY_HEADER } from '../bookings/bookings.controller.js';
+import { BOOKING_WAIT_MS, DEMO_DELAY_HEADER } from '../bookings/bookings.controller.js';
+import {
+  PUBLISHED_CLIENT,
+  fillPublishedClient,
+  findPython,
+  printedBookingId,
+  startPythonClient,
+  type ClientRun,
+} from './published-client.js';
 
 export interface WalkthroughOptions {
   /** Base URL of the bookings app, e.g. `http://127.0.0.1:3000`. */
@@ -21,10 +29,17 @@ export interface WalkthroughOptions {
    */
   partnerId?: string;
   /**
-   * How long the "slow" bookings take, in milliseconds. Must exceed a round trip by far.
-   * @default 1500
+   * How long the "slow" bookings take, in milliseconds: longer than the route's wait
+   * (BOOKING_WAIT_MS), so a duplicate's wait runs out and it gets 423.
+   * @default 3000
    */
   slowMs?: number;
+  /**
+   * How long the bookings a duplicate waits for take, in milliseconds: well within the
+   * route's wait, and far longer than a round trip.
+   * @default 400
+   */
+  briefMs?: number;
   /** Overrides for the retrying client (the tests shorten its backoff). */
   client?: IdempotentClientOptions;
   /**
@@ -36,6 +51,8 @@ export interface WalkthroughOptions {
 
 export interface WalkthroughStep {
   title: string;
+  /** Why the step did not run (the published Python client needs python3 with requests). */
+  skipped?: string;
   /** What did not match the contract; empty when the step passed. */
   failures: string[];
   /** Bookings this step should have created. */
@@ -71,7 +88,13 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   const log = options.log ?? ((line: string) => console.log(line));
   const token = options.token ?? 'demo-token-acme';
   const partnerId = options.partnerId ?? 'ACME01';
-  const slowMs = options.slowMs ?? 1500;
+  const slowMs = options.slowMs ?? 3000;
+  const briefMs = options.briefMs ?? 400;
+  if (slowMs <= BOOKING_WAIT_MS || briefMs >= BOOKING_WAIT_MS) {
+    throw new Error(
+      `slowMs must exceed and briefMs stay under the route's wait (${BOOKING_WAIT_MS} ms).`,
+    );
+  }
   const base = options.baseUrl.replace(/\/$/, '');
   const bookPath = `/x/partners/${partnerId}/instant_booking`;
   const auth = { authorization: `Bearer ${token}` };
@@ -130,7 +153,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
     };
     if (!quiet) printResponse(log, label, sent);
     const id = parseJson(sent.body)?.id;
-    if (sent.status === 201 && typeof id === 'string') bookingIds.add(id);
+    if (sent.status === 200 && typeof id === 'string') bookingIds.add(id);
     return sent;
   };
 
@@ -149,12 +172,16 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   log(`Partner ${partnerId} has ${before} booking(s) before we start.`);
 
   // 1. A new key runs the handler and answers with its own status.
-  step('A first booking', 1, 'A new key: the handler runs and its answer (201) goes back as is.');
+  step(
+    'A first booking',
+    1,
+    'A new key: the handler runs and its answer (200, as the published API answers) goes back as is.',
+  );
   const alice = booking('Alice', 'travel', 42.5);
   const first = await send('', alice, { 'x-idempotency-key': keyFor('first') });
-  check(first.status === 201, `expected 201, got ${first.status}`);
+  check(first.status === 200, `expected 200, got ${first.status}`);
   check(!!first.headers.get('location'), 'expected a Location header');
-  pass('201 Created: one booking');
+  pass('200 OK: one booking');
 
   // 2. Same key, same request: the stored answer, byte for byte, as 409.
   step(
@@ -167,8 +194,8 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   check(again.body === first.body, 'expected the first response body, byte for byte');
   check(again.headers.get('idempotent-replayed') === 'true', 'expected Idempotent-Replayed: true');
   check(
-    again.headers.get('x-idempotency-original-status') === '201',
-    'expected x-idempotency-original-status: 201',
+    again.headers.get('x-idempotency-original-status') === '200',
+    'expected x-idempotency-original-status: 200',
   );
   check(
     again.headers.get('location') === first.headers.get('location'),
@@ -187,32 +214,61 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
     check(read.status === 200, `expected 200 from GET, got ${read.status}`);
   }
 
-  // 3. Same key twice at once: one runs, the other is told to come back later.
+  // 3. Same key twice at once: one runs, the other waits for it and gets its answer.
   step(
-    'Two at once while the first is slow',
+    'Two at once: the duplicate waits for the first',
     1,
-    `Both carry the same key; the handler takes ${slowMs} ms (${DEMO_DELAY_HEADER}, demo only). One runs, the other gets 423 Locked.`,
+    `Both carry the same key; the handler takes ${briefMs} ms (${DEMO_DELAY_HEADER}, demo only). One runs; the other waits for it (the route waits up to ${BOOKING_WAIT_MS} ms) and gets its answer as 409.`,
   );
   const bob = booking('Bob', 'cancellation', 19.99);
-  const slowHeaders = {
+  const briefHeaders = {
     'x-idempotency-key': keyFor('concurrent'),
-    [DEMO_DELAY_HEADER]: String(slowMs),
+    [DEMO_DELAY_HEADER]: String(briefMs),
   };
-  const pair = await Promise.all([send('A: ', bob, slowHeaders), send('B: ', bob, slowHeaders)]);
+  const pair = await Promise.all([send('A: ', bob, briefHeaders), send('B: ', bob, briefHeaders)]);
   const statuses = pair.map((r) => r.status).sort();
   check(
-    statuses[0] === 201 && statuses[1] === 423,
-    `expected one 201 and one 423, got ${statuses.join(' and ')}`,
+    statuses[0] === 200 && statuses[1] === 409,
+    `expected one 200 and one 409, got ${statuses.join(' and ')}`,
   );
-  const locked = pair.find((r) => r.status === 423);
+  const waited = pair.find((r) => r.status === 409);
+  const ran = pair.find((r) => r.status === 200);
+  check(waited?.body === ran?.body, 'expected the 409 to carry the first response, byte for byte');
+  check(
+    waited?.headers.get('idempotent-replayed') === 'true',
+    'expected Idempotent-Replayed: true on the 409',
+  );
+  pass('one 200, one 409 with the same body: one booking, and no 423 to retry');
+
+  // 4. The first outlasts the wait: the duplicate is told to come back later.
+  step(
+    'Two at once, the first slower than the wait',
+    1,
+    `Now the handler takes ${slowMs} ms, longer than the route waits: the duplicate waits ${BOOKING_WAIT_MS} ms, then gets 423 Locked with Retry-After.`,
+  );
+  const ivan = booking('Ivan', 'cancellation', 21.5);
+  const slowHeaders = {
+    'x-idempotency-key': keyFor('outlasting'),
+    [DEMO_DELAY_HEADER]: String(slowMs),
+  };
+  const slowPair = await Promise.all([
+    send('A: ', ivan, slowHeaders),
+    send('B: ', ivan, slowHeaders),
+  ]);
+  const slowStatuses = slowPair.map((r) => r.status).sort();
+  check(
+    slowStatuses[0] === 200 && slowStatuses[1] === 423,
+    `expected one 200 and one 423, got ${slowStatuses.join(' and ')}`,
+  );
+  const locked = slowPair.find((r) => r.status === 423);
   check(!!locked?.headers.get('retry-after'), 'expected Retry-After on the 423');
   check(
     !!locked?.headers.get('content-type')?.startsWith('application/problem+json'),
     'expected problem+json on the 423',
   );
-  pass('one 201, one 423 with Retry-After: one booking');
+  pass('one 200, one 423 with Retry-After: one booking');
 
-  // 4. Same key, different body: a client bug, refused.
+  // 5. Same key, different body: a client bug, refused.
   step(
     'The same key with another body',
     0,
@@ -230,7 +286,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   );
   pass('422 idempotency_key_reused: no booking');
 
-  // 5. No key: the module stays out of the way, so a retry books twice.
+  // 6. No key: the module stays out of the way, so a retry books twice.
   step(
     'No key',
     2,
@@ -240,13 +296,13 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   const once = await send('', carol);
   const twice = await send('', carol);
   check(
-    once.status === 201 && twice.status === 201,
-    `expected 201 twice, got ${once.status} and ${twice.status}`,
+    once.status === 200 && twice.status === 200,
+    `expected 200 twice, got ${once.status} and ${twice.status}`,
   );
   check(parseJson(once.body)?.id !== parseJson(twice.body)?.id, 'expected two different bookings');
-  pass('201 twice: two bookings (this is why clients should send a key)');
+  pass('200 twice: two bookings (this is why clients should send a key)');
 
-  // 6. A malformed key is rejected before anything runs.
+  // 7. A malformed key is rejected before anything runs.
   step(
     'A bad key',
     0,
@@ -262,11 +318,11 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   );
   pass('400 idempotency_key_invalid: no booking');
 
-  // 7. The retrying client rides out the 423 and takes the 409 as success.
+  // 8. The retrying client rides out the 423 and takes the 409 as success.
   step(
     'The retrying client',
     1,
-    'A slow first request is running when the client sends the same operation; the client retries through 423 (honouring Retry-After) until the stored result comes back as 409, which it treats as success.',
+    'A slow first request (longer than the wait) is running when the client sends the same operation; the client retries through 423 (honouring Retry-After) until the stored result comes back as 409, which it treats as success.',
   );
   const erin = booking('Erin', 'travel', 77.7);
   const clientKey = keyFor('client');
@@ -304,7 +360,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
     !clientFailure,
     `the client failed: ${clientFailure instanceof Error ? clientFailure.message : String(clientFailure)}`,
   );
-  check(original.status === 201, `expected the first request to get 201, got ${original.status}`);
+  check(original.status === 200, `expected the first request to get 200, got ${original.status}`);
   check(
     result?.status === 409 && result.replayed,
     `expected the client to end on a 409 replay, got ${result?.status}`,
@@ -316,7 +372,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   check(result?.body === original.body, 'expected the client to get the first response body');
   pass(`the client saw 423, waited, and got the stored booking: one booking`);
 
-  // 8. Events: the confirmation sender consumes booking.created once, however often it comes.
+  // 9. Events: the confirmation sender consumes booking.created once, however often it comes.
   step(
     'A redelivered event',
     1,
@@ -325,7 +381,7 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   const frank = await send('', booking('Frank', 'travel', 12), {
     'x-idempotency-key': keyFor('event'),
   });
-  check(frank.status === 201, `expected 201, got ${frank.status}`);
+  check(frank.status === 200, `expected 200, got ${frank.status}`);
   const frankId = parseJson(frank.body)?.id;
   if (typeof frankId === 'string') {
     const confirmationsPath = `/x/partners/${partnerId}/bookings/${frankId}/confirmations`;
@@ -348,6 +404,82 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
     pass(`3 deliveries of ${third?.event_id}, 1 confirmation sent: the repeats were skipped`);
   }
 
+  // 10. The Python client of the published document, run as published.
+  await publishedClientStep();
+
+  async function publishedClientStep(): Promise<void> {
+    const python = await findPython();
+    step(
+      'The published Python client',
+      'missing' in python ? 0 : 2,
+      'The Python example of the published document, unmodified: only its URL (with the trailing slash, as published), headers, payload and key are filled in. It treats 200 and 409 as success and logs a 409 as a duplicate; it never retries a POST, so a 423 would end it.',
+    );
+    if ('missing' in python) {
+      current!.skipped = `${python.missing}; install Python 3 and "pip install requests" to run it`;
+      log(`   - skipped: ${current!.skipped}`);
+      return;
+    }
+    log(`   (${python.versions})`);
+    const grace = booking('Grace', 'travel', 64.2);
+    /** Starts the client for `key`; it sends its request when `go` resolves. */
+    const run = async (label: string, key: string, go?: () => Promise<unknown>) => {
+      const script = fillPublishedClient(PUBLISHED_CLIENT, {
+        url: `${base}${bookPath}/`,
+        headers: { ...auth, 'Content-Type': 'application/json' },
+        payload: grace,
+        key,
+      });
+      const client = startPythonClient(python.command, script);
+      await client.ready;
+      await go?.();
+      log(`   → ${label}python3 published_client.py  [x-idempotency-key: ${key}]`);
+      client.go();
+      const result: ClientRun = await client.done;
+      for (const line of result.stdout.trim().split('\n')) log(`   ← ${label}${truncate(line)}`);
+      for (const line of result.stderr.trim().split('\n').filter(Boolean)) {
+        log(`   ← ${label}(stderr) ${truncate(line)}`);
+      }
+      return result;
+    };
+
+    const newKey = keyFor('python');
+    const fresh = await run('new key: ', newKey);
+    const freshId = printedBookingId(fresh.stdout);
+    check(fresh.code === 0, `expected the client to exit 0, got ${fresh.code}`);
+    check(!!freshId, 'expected the client to print the booking');
+    check(!fresh.stderr.includes('duplicated'), 'expected no duplicate warning for a new key');
+    if (freshId) bookingIds.add(freshId);
+
+    const repeat = await run('same key: ', newKey);
+    check(repeat.stdout === fresh.stdout, 'expected the same booking printed again');
+    check(
+      repeat.stderr.includes('duplicated xcover request'),
+      'expected the duplicate warning on the repeat',
+    );
+
+    // A duplicate while the first is still running: it waits and gets the replay.
+    const concurrentKey = keyFor('python-concurrent');
+    let firstRunning!: Promise<Sent>;
+    const duplicate = await run('while it runs: ', concurrentKey, async () => {
+      firstRunning = send('first: ', grace, {
+        'x-idempotency-key': concurrentKey,
+        [DEMO_DELAY_HEADER]: String(briefMs),
+      });
+      // Let the first request claim the key; the client's then arrives while it runs.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(150, briefMs / 3)));
+    });
+    const runningFirst = await firstRunning;
+    check(runningFirst.status === 200, `expected 200 for the first, got ${runningFirst.status}`);
+    check(
+      printedBookingId(duplicate.stdout) === parseJson(runningFirst.body)?.id,
+      "expected the client to print the first request's booking",
+    );
+    check(duplicate.stderr.includes('duplicated xcover request'), 'expected the duplicate warning');
+    pass(
+      'the booking, then the same booking with its duplicate warning, also for a duplicate sent while the first ran: two bookings',
+    );
+  }
+
   const after = await bookingCount();
   const expectedBookings = steps.reduce((sum, s) => sum + s.expectedBookings, 0);
   const createdBookings = after - before;
@@ -358,8 +490,9 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
   log('');
   log('── Result');
   for (const [index, s] of steps.entries()) {
+    const mark = s.skipped ? '-' : s.failures.length === 0 ? '✓' : '✗';
     log(
-      `   ${s.failures.length === 0 ? '✓' : '✗'} ${index + 1}. ${s.title} (+${s.expectedBookings})`,
+      `   ${mark} ${index + 1}. ${s.title} (+${s.expectedBookings})${s.skipped ? ' skipped' : ''}`,
     );
   }
   log(
@@ -396,6 +529,10 @@ function printResponse(log: (line: string) => void, label: string, sent: Sent): 
   );
   if (sent.body)
     log(`     ${sent.body.length > 300 ? `${sent.body.slice(0, 297)}...` : sent.body}`);
+}
+
+function truncate(line: string): string {
+  return line.length > 300 ? `${line.slice(0, 297)}...` : line;
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {

@@ -204,7 +204,7 @@ describeOnLinux('npm start under real signals', () => {
       firstBooking = await signalDuringBooking(app, dataDir, firstKey, () =>
         process.kill(-app.pgid, 'SIGINT'),
       );
-      expect(firstBooking.status).toBe(201);
+      expect(firstBooking.status).toBe(200);
       expect(firstBooking.json).toMatchObject({ partner_id: 'ACME01', status: 'CONFIRMED' });
       await expectEverythingStopped(app, postgresPid);
     },
@@ -226,7 +226,7 @@ describeOnLinux('npm start under real signals', () => {
         secondKey,
         () => process.kill(app.pgid, 'SIGTERM'), // npm only
       );
-      expect(secondBooking.status).toBe(201);
+      expect(secondBooking.status).toBe(200);
       await expectEverythingStopped(app, postgresPid);
     },
     START_TIMEOUT_MS + 60_000,
@@ -248,7 +248,7 @@ describeOnLinux('npm start under real signals', () => {
         [firstKey, firstBooking],
         [secondKey, secondBooking],
       ] as const) {
-        expect(stored.get(key)).toMatchObject({ state: 'completed', response_status: 201 });
+        expect(stored.get(key)).toMatchObject({ state: 'completed', response_status: 200 });
         expect(stored.get(key).response_body.equals(response.body)).toBe(true);
       }
       const { rows: bookings } = await client.query(

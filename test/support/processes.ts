@@ -100,6 +100,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   adapter?: 'express' | 'fastify';
   retryAfterSeconds?: number;
+  /** waitInFlightMs of the /wait route. */
+  waitInFlightMs?: number;
   startTimeoutMs?: number;
 }
 
@@ -116,6 +118,7 @@ export async function startAppProcess(options: StartOptions): Promise<AppProcess
       RUNS_TABLE: options.runsTable,
       ADAPTER: adapter,
       RETRY_AFTER_SECONDS: String(options.retryAfterSeconds ?? 30),
+      WAIT_IN_FLIGHT_MS: String(options.waitInFlightMs ?? 0),
       ...options.env,
     },
     // stdin stays open for the child's lifetime: the child exits when it closes.

@@ -4,7 +4,8 @@
 // Every handler run inserts a row into RUNS_TABLE, so tests can count runs across processes.
 // The delay comes from the `x-delay-ms` header, which is not part of the fingerprint, so
 // requests with different delays are still the same request.
-// Env: DATABASE_URL, IDEM_TABLE, RUNS_TABLE, ADAPTER (express|fastify), RETRY_AFTER_SECONDS.
+// Env: DATABASE_URL, IDEM_TABLE, RUNS_TABLE, ADAPTER (express|fastify), RETRY_AFTER_SECONDS,
+// WAIT_IN_FLIGHT_MS (the /wait route's waitInFlightMs).
 // Prints `READY <port>` once listening on 127.0.0.1.
 import 'reflect-metadata';
 import {
@@ -12,6 +13,7 @@ import {
   Controller,
   Headers,
   Inject,
+  InternalServerErrorException,
   Module,
   Post,
   type OnApplicationShutdown,
@@ -55,6 +57,23 @@ class WorkController {
     @Body() _body: unknown,
   ) {
     return this.run('work', key, delay);
+  }
+
+  /** Duplicates wait for the first; `x-fail: 1` makes the handler fail after its delay. */
+  @Post('wait')
+  @Idempotent({
+    leaseMs: LEASE_MS.work,
+    waitInFlightMs: Number(process.env.WAIT_IN_FLIGHT_MS ?? 0),
+  })
+  async wait(
+    @Headers('x-idempotency-key') key: string,
+    @Headers('x-delay-ms') delay: string,
+    @Headers('x-fail') fail: string | undefined,
+    @Body() _body: unknown,
+  ) {
+    const result = await this.run('wait', key, delay);
+    if (fail) throw new InternalServerErrorException('failed on purpose');
+    return result;
   }
 
   @Post('mid-lease')

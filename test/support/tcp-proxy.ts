@@ -4,6 +4,8 @@
 // database process were stopped (SIGSTOP): connections stay open and new ones are accepted,
 // but nothing is read or forwarded, so what was sent waits (in the kernel's buffers) and
 // reaches the database, in order, on resume(), even from a client that gave up meanwhile.
+// mute() silently drops what the server sends on some connections, as a network that loses
+// packets would.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export class TcpProxy {
@@ -14,6 +16,10 @@ export class TcpProxy {
   /** Clients accepted while paused, linked on resume. */
   private readonly held: Socket[] = [];
   private paused = false;
+  /** The first bytes each client sent (Postgres: its startup message, application_name). */
+  private readonly startups = new Map<Socket, string>();
+  private readonly mutes = new Set<string>();
+  private readonly muted = new WeakSet<Socket>();
   /** Connections accepted since creation. */
   accepted = 0;
   port = 0;
@@ -82,9 +88,33 @@ export class TcpProxy {
     this.paused = false;
     for (const [client, upstream] of this.links) {
       client.pipe(upstream);
-      upstream.pipe(client);
+      if (this.muted.has(client)) upstream.resume();
+      else upstream.pipe(client);
     }
     for (const client of this.held.splice(0)) this.link(client);
+  }
+
+  /**
+   * From now on drops everything the server sends on connections, open or to come, whose
+   * startup message contains `match` (e.g. an application_name), without closing them: the
+   * client keeps waiting, unaware. Returns how many open connections it muted.
+   */
+  mute(match: string): number {
+    this.mutes.add(match);
+    let muted = 0;
+    for (const pair of this.links) {
+      if (this.startups.get(pair[0])?.includes(match) && this.silence(pair)) muted++;
+    }
+    return muted;
+  }
+
+  /** Stops forwarding the server's bytes to the client; false if already muted. */
+  private silence([client, upstream]: [Socket, Socket]): boolean {
+    if (this.muted.has(client)) return false;
+    this.muted.add(client);
+    upstream.unpipe(client);
+    upstream.on('data', () => undefined);
+    return true;
   }
 
   private link(client: Socket): void {
@@ -107,6 +137,16 @@ export class TcpProxy {
       upstream.end();
       upstream.resume();
     });
+    this.startups.set(client, '');
+    client.on('data', (chunk: Buffer) => {
+      const startup = this.startups.get(client);
+      if (startup === undefined || startup.length >= 1024) return;
+      this.startups.set(client, startup + chunk.toString('latin1'));
+      for (const match of this.mutes) {
+        if (this.startups.get(client)!.includes(match)) this.silence(pair);
+      }
+    });
+    client.once('close', () => this.startups.delete(client));
     client.pipe(upstream);
     upstream.pipe(client);
   }
@@ -123,6 +163,7 @@ export class TcpProxy {
     this.links.clear();
     this.held.length = 0;
     this.paused = false;
+    this.mutes.clear();
     await closed;
   }
 

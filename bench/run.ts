@@ -12,6 +12,7 @@ import { pgbenchSection } from './pgbench.section.js';
 import { profileSection } from './profile.section.js';
 import { purgeSection } from './purge.js';
 import { fingerprintSection } from './fingerprint.js';
+import { waitSection } from './wait.js';
 import { tableSizeSection } from './table-size.section.js';
 import { collectMachine, sourceState } from './machine.js';
 import { resolveDatabase, ROOT } from './processes.js';
@@ -27,6 +28,7 @@ const SECTIONS: BenchSection[] = [
   profileSection,
   purgeSection,
   fingerprintSection,
+  waitSection,
 ];
 
 const log = (message: string) =>

@@ -2,14 +2,14 @@
 // from the request itself; a resolved key is checked like the header (400 when malformed or
 // missing where required). Under Express and Fastify.
 import { Body, Controller, Post, type ExecutionContext } from '@nestjs/common';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import type { INestApplication } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { Idempotent, IdempotencyModule } from '../../src/index.js';
+import { Idempotent } from '../../src/index.js';
 import { send } from '../support/http.js';
 import { expectProblem } from '../support/problem.js';
 import { ADAPTERS, dropTable, RunCounter, uniqueTableName } from '../support/test-app.js';
+import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from '../support/nest-app.js';
 
 const operationId = (context: ExecutionContext) =>
   context.switchToHttp().getRequest().body?.operationId;
@@ -41,23 +41,12 @@ describe.each(ADAPTERS)('the key option under %s', (adapter) => {
 
   beforeAll(async () => {
     const moduleRef = await Test.createTestingModule({
-      imports: [
-        IdempotencyModule.forRoot({
-          connection: process.env.DATABASE_URL,
-          runMigrations: true,
-          tableName,
-          purge: { enabled: false },
-        }),
-      ],
+      imports: [testIdempotencyModule(tableName)],
       controllers: [TransfersController],
       providers: [RunCounter],
     }).compile();
-    app =
-      adapter === 'fastify'
-        ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-        : moduleRef.createNestApplication({ logger: false });
-    await app.listen(0, '127.0.0.1');
-    url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+    app = createAdapterApp(moduleRef, adapter);
+    url = await listenOnLoopback(app);
     runs = app.get(RunCounter);
   });
   afterAll(async () => {

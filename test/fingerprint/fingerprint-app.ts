@@ -32,6 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Idempotent, IdempotencyModule } from '../../src/index.js';
 import { dropTable, RunCounter, uniqueTableName, type AdapterName } from '../support/test-app.js';
+import { listenOnLoopback } from '../support/nest-app.js';
 
 export interface FingerprintApp {
   url: string;
@@ -262,8 +263,7 @@ export async function createFingerprintApp(
     });
     app = express;
   }
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const url = await listenOnLoopback(app);
   return {
     url,
     runs: app.get(RunCounter),

@@ -15,20 +15,19 @@ import {
   Query,
   Resolver,
 } from '@nestjs/graphql';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import type { INestApplication } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import {
   Idempotent,
-  IdempotencyModule,
   IdempotencyTransaction,
   idempotencyApolloPlugin,
   idempotencyMercuriusHooks,
 } from '../../src/index.js';
 import { send, type TestResponse } from './http.js';
 import { RunCounter, sleep, uniqueTableName } from './test-app.js';
+import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from './nest-app.js';
 
 export type GraphqlDriverName = 'apollo' | 'mercurius';
 export const GRAPHQL_DRIVERS: GraphqlDriverName[] = ['apollo', 'mercurius'];
@@ -177,24 +176,12 @@ export async function createGraphqlApp(driver: GraphqlDriverName): Promise<Graph
           hooks: idempotencyMercuriusHooks(),
         });
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        tableName,
-        purge: { enabled: false },
-      }),
-      graphql,
-    ],
+    imports: [testIdempotencyModule(tableName), graphql],
     providers: [BookingsResolver, RunCounter, GraphqlTables],
   }).compile();
   moduleRef.get(GraphqlTables).bookings = bookingsTable;
-  const app =
-    driver === 'mercurius'
-      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-      : moduleRef.createNestApplication({ logger: false });
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const app = createAdapterApp(moduleRef, driver === 'mercurius' ? 'fastify' : 'express');
+  const url = await listenOnLoopback(app);
   return {
     app,
     url,

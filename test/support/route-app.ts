@@ -4,10 +4,11 @@
 import type { INestApplication, LoggerService, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import fastifyCompress from '@fastify/compress';
-import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import { type NestFastifyApplication } from '@nestjs/platform-fastify';
 import compression from 'compression';
-import { IdempotencyModule, type IdempotencyModuleOptions } from '../../src/index.js';
+import { type IdempotencyModuleOptions } from '../../src/index.js';
 import { dropTable, RunCounter, uniqueTableName, type AdapterName } from './test-app.js';
+import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from './nest-app.js';
 
 /** Keeps what the app logs, by level. */
 export class LogCapture implements LoggerService {
@@ -54,30 +55,18 @@ export async function createRouteApp(
 ): Promise<RouteApp> {
   const tableName = options.module?.tableName ?? uniqueTableName();
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        purge: { enabled: false },
-        ...options.module,
-        tableName,
-      }),
-    ],
+    imports: [testIdempotencyModule(tableName, options.module)],
     controllers: options.controllers,
     providers: [RunCounter, ...(options.providers ?? [])],
   }).compile();
   const logs = new LogCapture();
-  const app =
-    adapter === 'fastify'
-      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: logs })
-      : moduleRef.createNestApplication({ logger: logs });
+  const app = createAdapterApp(moduleRef, adapter, logs);
   if (options.compress && adapter === 'fastify') {
     await (app as NestFastifyApplication).register(fastifyCompress, { threshold: 0 });
   } else if (options.compress) {
     app.use(compression({ threshold: 0 }));
   }
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const url = await listenOnLoopback(app);
   return {
     app,
     url,

@@ -25,9 +25,10 @@ import amqp from 'amqplib';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo, Server } from 'node:net';
 import { from, tap, type Observable } from 'rxjs';
-import { Idempotent, IdempotencyModule, IdempotencyTransaction } from '../../src/index.js';
+import { Idempotent, IdempotencyTransaction } from '../../src/index.js';
 import { sql } from './graphql-app.js';
 import { RunCounter, sleep, uniqueTableName } from './test-app.js';
+import { testIdempotencyModule } from './nest-app.js';
 
 export const REDIS = { host: '127.0.0.1', port: 6379 };
 export const RMQ_URL = 'amqp://guest:guest@127.0.0.1:5672';
@@ -167,14 +168,7 @@ export async function createRpcApp(): Promise<RpcTestApp> {
   const bookingsTable = `${tableName}_bookings`;
   await sql(`CREATE TABLE "${bookingsTable}" (id bigserial PRIMARY KEY, product text NOT NULL)`);
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        tableName,
-        purge: { enabled: false },
-      }),
-    ],
+    imports: [testIdempotencyModule(tableName)],
     controllers: controllers(prefix, bookingsTable),
     providers: [RunCounter, DeliveryCounter],
   }).compile();

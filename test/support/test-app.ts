@@ -28,14 +28,20 @@ import {
 import { Test } from '@nestjs/testing';
 import { catchError, map, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
 import fastifyCompress from '@fastify/compress';
-import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import { type NestFastifyApplication } from '@nestjs/platform-fastify';
 import compression from 'compression';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { waitFor } from './processes.js';
-import { Idempotent, IdempotencyModule, type IdempotencyModuleOptions } from '../../src/index.js';
+import { Idempotent, type IdempotencyModuleOptions } from '../../src/index.js';
+import {
+  createAdapterApp,
+  listenOnLoopback,
+  testIdempotencyModule,
+  type AdapterName,
+} from './nest-app.js';
 
-export type AdapterName = 'express' | 'fastify';
+export type { AdapterName };
 export const ADAPTERS: AdapterName[] = ['express', 'fastify'];
 
 /** How many times each handler ran, by route name. */
@@ -297,29 +303,18 @@ export async function createTestApp(
 ): Promise<TestApp> {
   const tableName = options.tableName ?? uniqueTableName();
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        ...options,
-        tableName,
-      }),
-    ],
+    imports: [testIdempotencyModule(tableName, options)],
     controllers: [BookingsController, OrdersController, GuardedController],
     providers: [RunCounter],
   }).compile();
-  const app =
-    adapter === 'fastify'
-      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-      : moduleRef.createNestApplication({ logger: false });
+  const app = createAdapterApp(moduleRef, adapter);
   app.enableShutdownHooks();
   if (setup.compress && adapter === 'fastify') {
     await (app as NestFastifyApplication).register(fastifyCompress, { threshold: 0 });
   } else if (setup.compress) {
     app.use(compression({ threshold: 0 }));
   }
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const url = await listenOnLoopback(app);
   return {
     app,
     url,

@@ -18,6 +18,7 @@ import {
   type IdempotencyModuleOptions,
 } from '../../src/index.js';
 import type { AdapterName } from './test-app.js';
+import { listenOnLoopback } from './nest-app.js';
 
 export interface TransactionalAppOptions {
   adapter: AdapterName;
@@ -101,8 +102,7 @@ export async function startTransactionalApp(
     options.adapter === 'fastify'
       ? await NestFactory.create(module, new FastifyAdapter(), { logger: false })
       : await NestFactory.create(module, { logger: false });
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const url = await listenOnLoopback(app);
   return { app, url };
 }
 

@@ -2,7 +2,6 @@
 // tested with Test.createTestingModule and no Postgres, under Express and Fastify. The
 // outcomes are the real module's, on the in-memory store.
 import { Body, Controller, Post, type INestApplication } from '@nestjs/common';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { randomUUID } from 'node:crypto';
 import { Idempotent, IdempotencyStore } from '../../src/index.js';
@@ -11,6 +10,7 @@ import { send } from '../support/http.js';
 import { expectProblem, expectReplayOf } from '../support/problem.js';
 import { waitFor } from '../support/processes.js';
 import { ADAPTERS, sleep } from '../support/test-app.js';
+import { createAdapterApp, listenOnLoopback } from '../support/nest-app.js';
 
 let runs = 0;
 
@@ -36,12 +36,8 @@ describe.each(ADAPTERS)('IdempotencyTestingModule under %s', (adapter) => {
       imports: [IdempotencyTestingModule.forRoot({ store })],
       controllers: [BookingsController],
     }).compile();
-    app =
-      adapter === 'fastify'
-        ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-        : moduleRef.createNestApplication({ logger: false });
-    await app.listen(0, '127.0.0.1');
-    url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+    app = createAdapterApp(moduleRef, adapter);
+    url = await listenOnLoopback(app);
   });
   afterAll(() => app?.close());
   beforeEach(() => {

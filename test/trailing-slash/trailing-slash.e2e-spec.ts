@@ -6,10 +6,11 @@ import { Body, Controller, Param, Post, type INestApplication } from '@nestjs/co
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { randomUUID } from 'node:crypto';
-import { Idempotent, IdempotencyModule } from '../../src/index.js';
+import { Idempotent } from '../../src/index.js';
 import { send } from '../support/http.js';
 import { expectReplayOf } from '../support/problem.js';
 import { ADAPTERS, dropTable, uniqueTableName, type AdapterName } from '../support/test-app.js';
+import { testIdempotencyModule } from '../support/nest-app.js';
 
 let runs = 0;
 
@@ -25,14 +26,7 @@ class BookingController {
 
 async function startApp(adapter: AdapterName, tableName: string): Promise<INestApplication> {
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        tableName,
-        purge: { enabled: false },
-      }),
-    ],
+    imports: [testIdempotencyModule(tableName)],
     controllers: [BookingController],
   }).compile();
   const app =

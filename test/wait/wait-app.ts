@@ -11,17 +11,16 @@ import {
   Post,
   type INestApplication,
 } from '@nestjs/common';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   Idempotent,
-  IdempotencyModule,
   IdempotencyTransaction,
   type IdempotencyModuleOptions,
 } from '../../src/index.js';
 import { dropTable, uniqueTableName, type AdapterName } from '../support/test-app.js';
+import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from '../support/nest-app.js';
 
 /** Handler runs per idempotency key, and gates that hold /gated handlers until opened. */
 @Injectable()
@@ -135,25 +134,12 @@ export async function startWaitApp(
 ): Promise<WaitApp> {
   const tableName = options.tableName ?? uniqueTableName('idem_wait');
   const moduleRef = await Test.createTestingModule({
-    imports: [
-      IdempotencyModule.forRoot({
-        connection: process.env.DATABASE_URL,
-        runMigrations: true,
-        purge: { enabled: false },
-        retryAfterSeconds: 2,
-        ...options,
-        tableName,
-      }),
-    ],
+    imports: [testIdempotencyModule(tableName, { retryAfterSeconds: 2, ...options })],
     controllers: [WaitController],
     providers: [Runs],
   }).compile();
-  const app =
-    adapter === 'fastify'
-      ? moduleRef.createNestApplication(new FastifyAdapter(), { logger: false })
-      : moduleRef.createNestApplication({ logger: false });
-  await app.listen(0, '127.0.0.1');
-  const url = (await app.getUrl()).replace('[::1]', '127.0.0.1').replace('localhost', '127.0.0.1');
+  const app = createAdapterApp(moduleRef, adapter);
+  const url = await listenOnLoopback(app);
   let stopped: Promise<void> | undefined;
   const stop = () => (stopped ??= app.close());
   return {

@@ -5,6 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import {
   ADAPTERS,
   createTestApp,
+  GUARDED_SLOW_HANDLER_MS,
   sleep,
   waitForRecord,
   type TestApp,
@@ -301,9 +302,12 @@ describe.each(ADAPTERS)('idempotency contract under %s', (adapter) => {
   describe('an error response the handler did not produce', () => {
     it('holds the key when a timeout interceptor answers 408 while the handler runs', async () => {
       const k = key();
+      const sent = Date.now();
       expect((await post('/guarded/slow', withKey(k))).status).toBe(408);
+      expect(t.runs.count('guarded-slow')).toBe(1); // the 408 came while the handler ran
       expectProblem(await post('/guarded/slow', withKey(k)), 423, 'idempotency_request_in_flight');
-      await sleep(700); // the handler has finished by now; its result was never sent
+      // Once the handler has finished: its result was never sent, so the key stays held.
+      await sleep(Math.max(0, sent + GUARDED_SLOW_HANDLER_MS + 200 - Date.now()));
       expectProblem(await post('/guarded/slow', withKey(k)), 423, 'idempotency_request_in_flight');
       expect(t.runs.count('guarded-slow')).toBe(1);
     });

@@ -7,23 +7,24 @@ import {
   Header,
   HttpException,
   Post,
-  RequestTimeoutException,
   Res,
   UseInterceptors,
-  type CallHandler,
-  type ExecutionContext,
-  type NestInterceptor,
   type Type,
-  Injectable,
 } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { catchError, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
 import { Idempotent, IdempotencyTransaction } from '../../src/index.js';
 import { send, type TestResponse } from '../support/http.js';
 import { expectProblem } from '../support/problem.js';
 import { createRouteApp, type RouteApp } from '../support/route-app.js';
-import { ADAPTERS, RunCounter, sleep, uniqueTableName } from '../support/test-app.js';
+import {
+  ADAPTERS,
+  GUARDED_SLOW_HANDLER_MS,
+  RunCounter,
+  sleep,
+  TimeoutInterceptor,
+  uniqueTableName,
+} from '../support/test-app.js';
 
 const NOTES_TABLE = uniqueTableName('outcome_notes');
 
@@ -123,19 +124,6 @@ function describeDownload(res: any): void {
   setHeader(res, 'Set-Cookie', ['session=abc; HttpOnly', 'theme=dark']);
 }
 
-/** Nest's documented timeout pattern: answers 408 while the handler may still be running. */
-@Injectable()
-class TimeoutInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(
-      timeout(200),
-      catchError((error: unknown) =>
-        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
-      ),
-    );
-  }
-}
-
 @Controller('outcomes/guarded')
 @UseInterceptors(TimeoutInterceptor)
 class GuardedOutcomesController {
@@ -145,7 +133,7 @@ class GuardedOutcomesController {
   @Idempotent({ storeErrors: true })
   async slow() {
     this.runs.hit('guarded-slow');
-    await sleep(600);
+    await sleep(GUARDED_SLOW_HANDLER_MS);
     return { done: true };
   }
 }

@@ -205,12 +205,19 @@ class BookingsController {
   }
 }
 
-/** Nest's documented timeout pattern: answers 408 while the handler may still be running. */
+/**
+ * Nest's documented timeout pattern: answers 408 while the handler may still be running.
+ * 500 ms leaves a loaded machine time to claim the key before the timeout; the slow handler
+ * below takes three times that, so it is still running when the 408 goes out.
+ */
+export const GUARDED_TIMEOUT_MS = 500;
+export const GUARDED_SLOW_HANDLER_MS = 1_500;
+
 @Injectable()
-class TimeoutInterceptor implements NestInterceptor {
+export class TimeoutInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(
-      timeout(200),
+      timeout(GUARDED_TIMEOUT_MS),
       catchError((error: unknown) =>
         throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
       ),
@@ -241,7 +248,7 @@ class GuardedController {
   @Idempotent()
   async slow() {
     this.runs.hit('guarded-slow');
-    await sleep(600);
+    await sleep(GUARDED_SLOW_HANDLER_MS);
     return { done: true };
   }
 

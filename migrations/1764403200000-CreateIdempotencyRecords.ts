@@ -1,7 +1,7 @@
 // Creates the idempotency record table. Add the class to your DataSource's `migrations`, or
 // build one for a custom table name with `createIdempotencyRecordsMigration('my_table')`.
 import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { idempotencyTableNames } from '../src/idempotency-table.js';
+import { idempotencyMigrationName, idempotencyTableNames } from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down: string[] } {
@@ -34,8 +34,13 @@ export function createIdempotencyRecordsMigration(
   tableName?: string,
 ): new () => MigrationInterface {
   const ddl = idempotencyRecordsDdl(tableName);
+  const migrationName = idempotencyMigrationName(
+    'CreateIdempotencyRecords',
+    1764403200000,
+    tableName,
+  );
   return class CreateIdempotencyRecords1764403200000 implements MigrationInterface {
-    name = 'CreateIdempotencyRecords1764403200000';
+    name = migrationName;
 
     async up(queryRunner: QueryRunner): Promise<void> {
       for (const statement of ddl.up) await queryRunner.query(statement);

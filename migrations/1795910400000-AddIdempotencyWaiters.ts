@@ -3,7 +3,7 @@
 // notification. A table without the column keeps working: waits then poll instead.
 // Run after CreateIdempotencyRecords1764403200000 (safe to run on a table that has it).
 import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { idempotencyTableNames } from '../src/idempotency-table.js';
+import { idempotencyMigrationName, idempotencyTableNames } from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyWaitersDdl(tableName?: string): { up: string[]; down: string[] } {
@@ -22,8 +22,9 @@ export function createIdempotencyWaitersMigration(
   tableName?: string,
 ): new () => MigrationInterface {
   const ddl = idempotencyWaitersDdl(tableName);
+  const migrationName = idempotencyMigrationName('AddIdempotencyWaiters', 1795910400000, tableName);
   return class AddIdempotencyWaiters1795910400000 implements MigrationInterface {
-    name = 'AddIdempotencyWaiters1795910400000';
+    name = migrationName;
 
     async up(queryRunner: QueryRunner): Promise<void> {
       for (const statement of ddl.up) await queryRunner.query(statement);

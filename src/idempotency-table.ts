@@ -28,3 +28,17 @@ export function idempotencyTableNames(name: string = DEFAULT_TABLE_NAME): Idempo
     raw: name,
   };
 }
+
+/**
+ * A migration's name for a table: TypeORM records migrations by name, so each table needs its
+ * own, or a second table's migration reads as already run. The default table keeps the bare
+ * name; TypeORM reads the timestamp from the name's last 13 digits, so it stays at the end.
+ */
+export function idempotencyMigrationName(
+  base: string,
+  timestamp: number,
+  tableName: string = DEFAULT_TABLE_NAME,
+): string {
+  const { raw } = idempotencyTableNames(tableName);
+  return raw === DEFAULT_TABLE_NAME ? `${base}${timestamp}` : `${base}_${raw}_${timestamp}`;
+}

@@ -144,8 +144,8 @@ describe('adding the column', () => {
     try {
       const applied = await dataSource.runMigrations();
       expect(applied.map((migration) => migration.name)).toEqual([
-        'CreateIdempotencyRecords1764403200000',
-        'AddIdempotencyWaiters1795910400000',
+        `CreateIdempotencyRecords_${tableName}_1764403200000`,
+        `AddIdempotencyWaiters_${tableName}_1795910400000`,
       ]);
       expect(await hasWaitersColumn(tableName)).toBe(true);
       await dataSource.undoLastMigration();

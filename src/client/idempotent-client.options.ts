@@ -19,8 +19,10 @@ export interface RetryEvent {
 
 export interface IdempotentClientOptions {
   /**
-   * Prefix for relative URLs passed to `post()`.
-   * @example new IdempotentClient({ baseUrl: 'https://api.example.com' })
+   * Prefix for relative URLs passed to `post()`, path included: with
+   * `'https://api.example.com/v1'`, `post('/bookings')` goes to `.../v1/bookings`.
+   * Absolute URLs are used as they are.
+   * @example new IdempotentClient({ baseUrl: 'https://api.example.com/v1' })
    */
   baseUrl?: string;
   /**

@@ -10,6 +10,7 @@ import {
 } from './idempotent-client.options.js';
 import { parseRetryAfter, retryDelay, sleep } from './idempotent-client.backoff.js';
 import { IdempotentRequestError } from './idempotent-request.error.js';
+import { requestTarget } from './idempotent-client.url.js';
 
 const REPLAYED_HEADER = 'idempotent-replayed';
 const ORIGINAL_STATUS_HEADER = 'x-idempotency-original-status';
@@ -70,7 +71,7 @@ export class IdempotentClient {
     const { retries, headerName, retryStatuses, timeoutMs } = this.options;
     const doFetch = this.options.fetch ?? globalThis.fetch;
     const key = options.key ?? globalThis.crypto.randomUUID();
-    const target = this.options.baseUrl ? new URL(url, this.options.baseUrl) : url;
+    const target = requestTarget(url, this.options.baseUrl);
     const { payload, contentType } = encodeBody(body);
     const headers: Record<string, string> = {
       ...(contentType ? { 'content-type': contentType } : {}),

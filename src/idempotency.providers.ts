@@ -31,8 +31,11 @@ export const idempotencyProviders: Provider[] = [
         (name) => options[name] !== undefined,
       );
       if (given.length !== 1) {
+        // `connection: process.env.DATABASE_URL` with the variable unset is the usual 'none'.
+        const none =
+          'none (`connection: process.env.DATABASE_URL` is undefined while DATABASE_URL is unset)';
         throw new Error(
-          `IdempotencyModule: give exactly one of \`dataSource\` (an existing TypeORM DataSource), \`connection\` (a Postgres URL or options) or \`store\`; got ${given.length ? given.join(' and ') : 'none'}.`,
+          `IdempotencyModule: give exactly one of \`dataSource\` (an existing TypeORM DataSource), \`connection\` (a Postgres URL or options) or \`store\`; got ${given.length ? given.join(' and ') : none}.`,
         );
       }
       if (options.store) return undefined;
@@ -56,7 +59,13 @@ export const idempotencyProviders: Provider[] = [
         connectTimeoutMS: settings.connectTimeoutMS ?? 5_000,
         applicationName: settings.applicationName ?? 'nest-idempotency',
       });
-      await dataSource.initialize();
+      await dataSource.initialize().catch((error: unknown) => {
+        // A bare ECONNREFUSED at start-up does not say who was connecting, or with what.
+        throw new Error(
+          `IdempotencyModule: could not connect to Postgres with its \`connection\` option (${describeTarget(settings)}): ${(error as Error)?.message ?? String(error)}`,
+          { cause: error },
+        );
+      });
       guardedPoolOf(dataSource);
       return { dataSource, owned: true };
     },
@@ -82,3 +91,22 @@ export const idempotencyProviders: Provider[] = [
       }),
   },
 ];
+
+/** Where a connection points, without its password. */
+function describeTarget(settings: {
+  url?: string;
+  host?: string;
+  port?: number;
+  database?: string;
+}): string {
+  if (settings.url) {
+    try {
+      const url = new URL(settings.url);
+      url.password = url.password ? '***' : '';
+      return url.toString();
+    } catch {
+      return 'an unparsable URL';
+    }
+  }
+  return `${settings.host ?? 'localhost'}:${settings.port ?? 5432}/${settings.database ?? ''}`;
+}

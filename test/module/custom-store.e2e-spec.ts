@@ -69,11 +69,26 @@ describe('IdempotencyModule.forRoot({ store })', () => {
   });
 
   it.each([
-    [{}, /got none/],
+    [
+      {},
+      /got none \(`connection: process.env.DATABASE_URL` is undefined while DATABASE_URL is unset\)/,
+    ],
     [{ connection: 'postgres://x', store: {} as PostgresIdempotencyStore }, /connection and store/],
   ])('refuses at start-up unless exactly one source is given (%#)', async (options, message) => {
     await expect(
       Test.createTestingModule({ imports: [IdempotencyModule.forRoot(options)] }).compile(),
     ).rejects.toThrow(message);
+  });
+
+  it('says who could not connect, and where, without the password', async () => {
+    // A closed loopback port: refused at once.
+    const connection = 'postgres://app:s3cret@127.0.0.1:1/orders';
+    const started = Test.createTestingModule({
+      imports: [IdempotencyModule.forRoot({ connection })],
+    }).compile();
+    await expect(started).rejects.toThrow(
+      /^IdempotencyModule: could not connect to Postgres with its `connection` option \(postgres:\/\/app:\*\*\*@127\.0\.0\.1:1\/orders\): .*ECONNREFUSED/,
+    );
+    await expect(started).rejects.not.toThrow(/s3cret/);
   });
 });

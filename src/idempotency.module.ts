@@ -6,6 +6,7 @@ import {
   type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
 import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
 import { idempotencyWaitersDdl } from '../migrations/1795910400000-AddIdempotencyWaiters.js';
 import { IdempotencyEngine } from './idempotency.engine.js';
@@ -27,9 +28,13 @@ import { IdempotencyStore } from './idempotency-store.js';
 import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { IdempotencyWaiters } from './idempotency.waiters.js';
+import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
 
 @Module({
+  // DiscoveryModule: the OpenAPI documenter finds the @Idempotent() routes through it.
+  imports: [DiscoveryModule],
   providers: [
+    idempotencyOpenApiProvider,
     ...idempotencyProviders,
     IdempotencyEngine,
     IdempotencyPurger,

@@ -29,6 +29,7 @@ import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { IdempotencyWaiters } from './idempotency.waiters.js';
 import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
+import { IdempotencyKeys } from './idempotency-keys.service.js';
 
 @Module({
   // DiscoveryModule: the OpenAPI documenter finds the @Idempotent() routes through it.
@@ -41,6 +42,7 @@ import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
     IdempotencySettlements,
     IdempotencyTransaction,
     IdempotencyWaiters,
+    IdempotencyKeys,
   ],
   // What the interceptor that @Idempotent() binds in each controller's module needs, and
   // what applications may inject.
@@ -49,6 +51,7 @@ import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
     IdempotencyTransaction,
     IdempotencyStore,
     IdempotencyPurger,
+    IdempotencyKeys,
     IDEMPOTENCY_MODULE_OPTIONS,
     IDEMPOTENCY_DATA_SOURCE,
   ],

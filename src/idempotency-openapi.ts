@@ -10,7 +10,7 @@
 // application calls SwaggerModule.createDocument(), and loads swagger with a dynamic import
 // that both builds support. Without swagger, that import fails once and nothing else runs.
 import type { Provider, Type } from '@nestjs/common';
-import { RequestMethod } from '@nestjs/common';
+import { Logger, RequestMethod } from '@nestjs/common';
 import { HTTP_CODE_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
@@ -57,25 +57,42 @@ export const idempotencyOpenApiProvider: Provider = {
   ): Promise<boolean> => {
     const swagger = await loadSwagger();
     if (!swagger) return false;
-    const scanner = new MetadataScanner();
-    for (const { metatype } of discovery.getControllers()) {
-      if (typeof metatype !== 'function') continue;
-      const prototype = (metatype as Type).prototype;
-      for (const name of scanner.getAllMethodNames(prototype)) {
-        const handler = prototype[name];
-        const method = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
-        if (method === undefined || SAFE_METHODS.has(RequestMethod[method])) continue;
-        const route = reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
-          IDEMPOTENT_ROUTE_OPTIONS,
-          [handler, metatype],
-        );
-        if (!route) continue;
-        documentRoute(swagger, metatype as Type, name, resolveOptions(options, route));
-      }
+    // Documentation must not stop an application that would otherwise run.
+    try {
+      documentRoutes(swagger, discovery, reflector, options);
+    } catch (error) {
+      new Logger('Idempotency').warn(
+        `Could not document the @Idempotent() routes for OpenAPI (@nestjs/swagger): ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return false;
     }
     return true;
   },
 };
+
+function documentRoutes(
+  swagger: Swagger,
+  discovery: DiscoveryService,
+  reflector: Reflector,
+  options: IdempotencyModuleOptions,
+): void {
+  const scanner = new MetadataScanner();
+  for (const { metatype } of discovery.getControllers()) {
+    if (typeof metatype !== 'function') continue;
+    const prototype = (metatype as Type).prototype;
+    for (const name of scanner.getAllMethodNames(prototype)) {
+      const handler = prototype[name];
+      const method = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
+      if (method === undefined || SAFE_METHODS.has(RequestMethod[method])) continue;
+      const route = reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
+        IDEMPOTENT_ROUTE_OPTIONS,
+        [handler, metatype],
+      );
+      if (!route) continue;
+      documentRoute(swagger, metatype as Type, name, resolveOptions(options, route));
+    }
+  }
+}
 
 async function loadSwagger(): Promise<Swagger | undefined> {
   try {

@@ -9,7 +9,7 @@ import { Test } from '@nestjs/testing';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { startBookingsApp, type RunningBookingsApp } from '../../example/bookings-app.js';
 import { createBookingsDocument } from '../../example/openapi.js';
-import { Idempotent } from '../../src/index.js';
+import { IdempotencyKeys, Idempotent } from '../../src/index.js';
 import { IdempotencyTestingModule } from '../../src/testing/index.js';
 import { ADAPTERS } from '../support/test-app.js';
 import { send } from '../support/http.js';
@@ -160,6 +160,12 @@ describe.each(ADAPTERS)('OpenAPI document of the example (%s)', (adapter) => {
       headers: [['authorization', 'Bearer demo-token-acme']],
     });
     expect(count.json).toEqual({ partner_id: 'ACME01', total: 1 });
+    // The README's "Which scope": the example's guard makes the partner the owner.
+    const record = await app.app.get(IdempotencyKeys).lookup({ key, scope: 'user:ACME01' });
+    expect(record).toMatchObject({
+      state: 'completed',
+      response: { status: 200, bodyBytes: first.body.length },
+    });
   });
 });
 

@@ -1,14 +1,17 @@
-// Documents every @Idempotent() HTTP route for @nestjs/swagger, when that optional peer is
-// installed: the key header, the replay and the module's problem+json errors, next to the
-// route's own success response.
+// Documents every @Idempotent() HTTP route for @nestjs/swagger: the key header, the replay
+// and the module's problem+json errors, next to the route's own success response.
+//
+// It writes swagger's own metadata (the `swagger/apiResponse` and `swagger/apiParameters`
+// entries its @ApiResponse() and @ApiHeader() write, in the same shapes) and never imports
+// swagger: an optional peer is loaded only where it is used, and swagger reads the metadata
+// only when the application builds a document. Without swagger the entries are never read;
+// writing them costs a walk over the controllers' methods at start-up.
 //
 // Why here and not in @Idempotent(): decorators apply bottom-up, so when @Idempotent() runs,
-// the @HttpCode() or @Post() written above it have not yet, and the route's success status is
-// unknown; and a decorator runs at import time, where the package may not load an optional
-// peer (the CommonJS build has no import.meta to resolve one with). This provider runs while
-// Nest builds the application (NestFactory.create), after every decorator and before the
-// application calls SwaggerModule.createDocument(), and loads swagger with a dynamic import
-// that both builds support. Without swagger, that import fails once and nothing else runs.
+// the @HttpCode() or @Post() written above it have not yet, and the route's success status
+// (which swagger stops documenting once a handler declares any response) is unknown. This
+// provider runs while Nest builds the application (NestFactory.create), after every
+// decorator and before the application calls SwaggerModule.createDocument().
 import type { Provider, Type } from '@nestjs/common';
 import { Logger, RequestMethod } from '@nestjs/common';
 import { HTTP_CODE_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
@@ -25,21 +28,23 @@ import {
   problemResponses,
   REPLAY_HEADERS,
   replayResponse,
-  type OpenApiResponse,
 } from './idempotency-openapi.responses.js';
 
-/** Injection token of the documenter (internal): resolves to whether swagger was found. */
+/** Injection token of the documenter (internal). */
 export const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
 
-/** The part of @nestjs/swagger used here: the same in its versions 11 and 12. */
-interface Swagger {
-  ApiResponse(options: Record<string, unknown>): MethodDecorator;
-  ApiHeader(options: Record<string, unknown>): MethodDecorator;
-  DECORATORS: { API_RESPONSE: string; API_PARAMETERS: string };
-}
+/**
+ * Swagger's metadata keys: `DECORATORS.API_RESPONSE` and `DECORATORS.API_PARAMETERS` of
+ * @nestjs/swagger, the same in its versions 11 and 12 (test/openapi reads a document with 12,
+ * the consumer matrix's Nest 11 app with 11).
+ */
+const API_RESPONSE = 'swagger/apiResponse';
+const API_PARAMETERS = 'swagger/apiParameters';
 
 /** What the Swagger CLI plugin attaches to a controller class (its response types). */
 const PLUGIN_METADATA_FACTORY = '_OPENAPI_METADATA_FACTORY';
+
+type Responses = Record<string, Record<string, any>>;
 
 /**
  * Each handler's swagger metadata as its own decorators left it: restored before documenting
@@ -50,28 +55,25 @@ const originals = new WeakMap<object, { responses: unknown; parameters: unknown 
 export const idempotencyOpenApiProvider: Provider = {
   provide: IDEMPOTENCY_OPENAPI,
   inject: [DiscoveryService, Reflector, IDEMPOTENCY_MODULE_OPTIONS],
-  useFactory: async (
+  useFactory: (
     discovery: DiscoveryService,
     reflector: Reflector,
     options: IdempotencyModuleOptions,
-  ): Promise<boolean> => {
-    const swagger = await loadSwagger();
-    if (!swagger) return false;
+  ): boolean => {
     // Documentation must not stop an application that would otherwise run.
     try {
-      documentRoutes(swagger, discovery, reflector, options);
+      documentRoutes(discovery, reflector, options);
+      return true;
     } catch (error) {
       new Logger('Idempotency').warn(
         `Could not document the @Idempotent() routes for OpenAPI (@nestjs/swagger): ${error instanceof Error ? error.message : String(error)}`,
       );
       return false;
     }
-    return true;
   },
 };
 
 function documentRoutes(
-  swagger: Swagger,
   discovery: DiscoveryService,
   reflector: Reflector,
   options: IdempotencyModuleOptions,
@@ -79,43 +81,27 @@ function documentRoutes(
   const scanner = new MetadataScanner();
   for (const { metatype } of discovery.getControllers()) {
     if (typeof metatype !== 'function') continue;
-    const prototype = (metatype as Type).prototype;
-    for (const name of scanner.getAllMethodNames(prototype)) {
-      const handler = prototype[name];
+    const controller = metatype as Type;
+    for (const name of scanner.getAllMethodNames(controller.prototype)) {
+      const handler = controller.prototype[name];
       const method = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
       if (method === undefined || SAFE_METHODS.has(RequestMethod[method])) continue;
       const route = reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
         IDEMPOTENT_ROUTE_OPTIONS,
-        [handler, metatype],
+        [handler, controller],
       );
       if (!route) continue;
-      documentRoute(swagger, metatype as Type, name, resolveOptions(options, route));
+      documentRoute(handler, controller, name, resolveOptions(options, route));
     }
   }
 }
 
-async function loadSwagger(): Promise<Swagger | undefined> {
-  try {
-    // A variable specifier: TypeScript must not type it against a package it does not need.
-    const specifier = '@nestjs/swagger';
-    return (await import(specifier)) as Swagger;
-  } catch {
-    return undefined;
-  }
-}
-
 function documentRoute(
-  swagger: Swagger,
+  handler: object,
   controller: Type,
   name: string,
   options: ResolvedOptions,
 ): void {
-  const prototype = controller.prototype;
-  const descriptor = Object.getOwnPropertyDescriptor(prototype, name) ?? {
-    value: prototype[name],
-  };
-  const handler = descriptor.value as object;
-  const { API_RESPONSE, API_PARAMETERS } = swagger.DECORATORS;
   const saved = originals.get(handler);
   if (saved) {
     Reflect.defineMetadata(API_RESPONSE, saved.responses, handler);
@@ -126,48 +112,59 @@ function documentRoute(
       parameters: Reflect.getMetadata(API_PARAMETERS, handler),
     });
   }
-  const apply = (decorator: MethodDecorator) => decorator(prototype, name, descriptor);
+  const declared: Responses = { ...Reflect.getMetadata(API_RESPONSE, handler) };
+  const added: Responses = {};
 
   // Swagger documents the default success (201 for POST, else 200, or @HttpCode's) only
-  // while a handler has no response of its own: adding ours would drop it. So a handler
-  // without declared responses gets that default first, or what the CLI plugin inferred.
-  const declared = Reflect.getMetadata(API_RESPONSE, handler) as Record<string, any> | undefined;
-  const successStatus = successStatusOf(handler, controller, name);
-  if (!declared || Object.keys(declared).length === 0) {
-    apply(
-      swagger.ApiResponse({
-        description: '',
-        ...pluginResponse(controller, name),
-        status: successStatus,
-      }),
-    );
+  // while a handler declares no response at all: adding ours would drop it (as declaring
+  // only an error response does). So a handler that declares no success (2xx) gets that
+  // default, or what the CLI plugin inferred for it.
+  const plugin = pluginResponse(controller, name);
+  const successStatus = successStatusOf(handler, plugin);
+  if (!Object.keys(declared).some((status) => /^2(\d\d|XX)$/.test(status))) {
+    added[successStatus] = { description: '', ...normalized(plugin) };
   }
-  const success = (Reflect.getMetadata(API_RESPONSE, handler) as Record<string, any>)[
-    String(successStatus)
-  ];
+  const success = declared[successStatus] ?? added[successStatus];
 
-  if (!options.keyResolver) apply(swagger.ApiHeader(keyHeaderParameter(options)));
   if (options.replayStatus === 409) {
     // The replay carries the stored success body: the success response's schema.
     const body = success ? pick(success, ['type', 'isArray', 'schema', 'content']) : {};
-    apply(swagger.ApiResponse({ ...body, ...replayResponse(options), status: 409 }));
-  } else if (success) {
-    apply(
-      swagger.ApiResponse({
-        status: successStatus,
-        description: `Also a replay, marked by ${Object.keys(REPLAY_HEADERS).join(' and ')}.`,
-        headers: { ...success.headers, ...REPLAY_HEADERS },
-      }),
-    );
+    added[409] = { ...body, ...replayResponse(options) };
   }
-  for (const [status, response] of Object.entries(problemResponses(options))) {
-    apply(swagger.ApiResponse({ ...(response satisfies OpenApiResponse), status: Number(status) }));
+  Object.assign(added, problemResponses(options));
+  // A status the route declares itself stays as declared...
+  const responses: Responses = { ...added, ...declared };
+  if (options.replayStatus !== 409 && success) {
+    // ...but for the replay headers its success response carries with replayStatus 'original'.
+    responses[successStatus] = {
+      ...success,
+      description: [success.description, REPLAYED_TOO].filter(Boolean).join('\n\n'),
+      headers: { ...success.headers, ...REPLAY_HEADERS },
+    };
   }
+  Reflect.defineMetadata(API_RESPONSE, responses, handler);
+
+  if (!options.keyResolver) addHeaderParameter(handler, options);
+}
+
+const REPLAYED_TOO = `Also a replay, marked by ${Object.keys(REPLAY_HEADERS).join(' and ')}.`;
+
+/** The key header, unless the route documents a header of that name itself. */
+function addHeaderParameter(handler: object, options: ResolvedOptions): void {
+  const parameters: Array<Record<string, unknown>> =
+    Reflect.getMetadata(API_PARAMETERS, handler) ?? [];
+  const own = parameters.some(
+    (parameter) =>
+      parameter.in === 'header' &&
+      String(parameter.name).toLowerCase() === options.headerName.toLowerCase(),
+  );
+  if (own) return;
+  const parameter = { in: 'header', ...keyHeaderParameter(options) };
+  Reflect.defineMetadata(API_PARAMETERS, [...parameters, parameter], handler);
 }
 
 /** The status Nest answers the handler's success with, as swagger computes its default. */
-function successStatusOf(handler: object, controller: Type, name: string): number {
-  const plugin = pluginResponse(controller, name);
+function successStatusOf(handler: object, plugin: Record<string, unknown>): number {
   if (typeof plugin.status === 'number') return plugin.status;
   const code = Reflect.getMetadata(HTTP_CODE_METADATA, handler) as number | undefined;
   if (code) return code;
@@ -179,9 +176,15 @@ function pluginResponse(controller: Type, name: string): Record<string, unknown>
   const factory = (controller as unknown as Record<string, unknown>)[PLUGIN_METADATA_FACTORY];
   if (typeof factory !== 'function') return {};
   const metadata = (factory as () => Record<string, Record<string, unknown> | undefined>)()[name];
-  if (!metadata) return {};
   // What the plugin knows beyond the operation's summary and tags is the response.
-  return omit(metadata, ['summary', 'deprecated', 'tags']);
+  return metadata ? omit(metadata, ['summary', 'deprecated', 'tags']) : {};
+}
+
+/** As @ApiResponse() stores it: no status, and `type: [X]` as `type: X, isArray: true`. */
+function normalized(response: Record<string, unknown>): Record<string, unknown> {
+  const entry = omit(response, ['status']);
+  if (Array.isArray(entry.type)) return { ...entry, type: entry.type[0], isArray: true };
+  return entry;
 }
 
 function omit(source: Record<string, unknown>, names: string[]): Record<string, unknown> {

@@ -4,7 +4,14 @@
 // Fastify; what the document promises is checked against what the example answers.
 import { Body, Controller, HttpCode, Post, Put, type INestApplication } from '@nestjs/common';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
-import { ApiCreatedResponse, ApiProperty, SwaggerModule, DocumentBuilder } from '@nestjs/swagger';
+import {
+  ApiBadRequestResponse,
+  ApiCreatedResponse,
+  ApiHeader,
+  ApiProperty,
+  DocumentBuilder,
+  SwaggerModule,
+} from '@nestjs/swagger';
 import { Test } from '@nestjs/testing';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { startBookingsApp, type RunningBookingsApp } from '../../example/bookings-app.js';
@@ -191,6 +198,26 @@ class PaymentsController {
   @Post('by-message')
   @Idempotent({ key: () => 'from-the-call' })
   byMessage(): void {}
+
+  @Post('validated')
+  @ApiBadRequestResponse({ description: 'The body failed validation.' })
+  @ApiHeader({ name: 'Idempotency-Key', required: true, description: 'Our own words.' })
+  @Idempotent()
+  validated(): void {}
+}
+
+/** What the Swagger CLI plugin leaves on a controller in its metadata-file mode. */
+@Controller('refunds')
+class RefundsController {
+  static _OPENAPI_METADATA_FACTORY() {
+    return { refund: { summary: 'Refund', status: 201, type: [Receipt] } };
+  }
+
+  @Post()
+  @Idempotent()
+  refund(): Receipt[] {
+    return [];
+  }
 }
 
 describe.each(ADAPTERS)('OpenAPI document of routes with other options (%s)', (adapter) => {
@@ -200,7 +227,7 @@ describe.each(ADAPTERS)('OpenAPI document of routes with other options (%s)', (a
   beforeAll(async () => {
     const moduleRef = await Test.createTestingModule({
       imports: [IdempotencyTestingModule.forRoot({ headerName: 'Idempotency-Key' })],
-      controllers: [PaymentsController],
+      controllers: [PaymentsController, RefundsController],
     }).compile();
     app =
       adapter === 'fastify'
@@ -237,6 +264,25 @@ describe.each(ADAPTERS)('OpenAPI document of routes with other options (%s)', (a
       'Idempotent-Replayed',
       'x-idempotency-original-status',
     ]);
+  });
+
+  it("leaves the route's own 400 and key header as it declares them", () => {
+    const { responses, headers } = operation(document, '/payments/validated', 'post');
+    expect(responses['400']).toEqual({ description: 'The body failed validation.' });
+    expect(Object.keys(responses).sort()).toEqual(['201', '400', '409', '422', '423', '503']);
+    expect(headers['Idempotency-Key']).toMatchObject({
+      required: true,
+      description: 'Our own words.',
+    });
+    expect(Object.keys(headers)).toEqual(['Idempotency-Key']);
+  });
+
+  it('keeps the success response the CLI plugin inferred, and gives its schema to the replay', () => {
+    const { responses } = operation(document, '/refunds', 'post');
+    const receipts = { type: 'array', items: { $ref: '#/components/schemas/Receipt' } };
+    expect(Object.keys(responses).sort()).toEqual(['201', '400', '409', '422', '423', '503']);
+    expect(responses['201'].content['application/json'].schema).toEqual(receipts);
+    expect(responses['409'].content['application/json'].schema).toEqual(receipts);
   });
 
   it('documents no header parameter when a key resolver reads the key', () => {

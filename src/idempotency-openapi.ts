@@ -120,8 +120,12 @@ function documentRoute(
   // only an error response does). So a handler that declares no success (2xx) gets that
   // default, or what the CLI plugin inferred for it.
   const plugin = pluginResponse(controller, name);
-  const successStatus = successStatusOf(handler, plugin);
-  if (!Object.keys(declared).some((status) => /^2(\d\d|XX)$/.test(status))) {
+  const defaultStatus = String(successStatusOf(handler, plugin));
+  const successStatus =
+    [defaultStatus, ...Object.keys(declared)].find(
+      (status) => status in declared && /^2(\d\d|XX)$/.test(status),
+    ) ?? defaultStatus;
+  if (!(successStatus in declared)) {
     added[successStatus] = { description: '', ...normalized(plugin) };
   }
   const success = declared[successStatus] ?? added[successStatus];

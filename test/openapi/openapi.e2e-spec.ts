@@ -8,6 +8,7 @@ import {
   ApiBadRequestResponse,
   ApiCreatedResponse,
   ApiHeader,
+  ApiOkResponse,
   ApiProperty,
   DocumentBuilder,
   SwaggerModule,
@@ -199,6 +200,13 @@ class PaymentsController {
   @Idempotent({ key: () => 'from-the-call' })
   byMessage(): void {}
 
+  @Post('answered-with-200')
+  @ApiOkResponse({ type: Receipt })
+  @Idempotent()
+  answeredWith200(): Receipt {
+    return { id: 'r2' };
+  }
+
   @Post('validated')
   @ApiBadRequestResponse({ description: 'The body failed validation.' })
   @ApiHeader({ name: 'Idempotency-Key', required: true, description: 'Our own words.' })
@@ -275,6 +283,13 @@ describe.each(ADAPTERS)('OpenAPI document of routes with other options (%s)', (a
       description: 'Our own words.',
     });
     expect(Object.keys(headers)).toEqual(['Idempotency-Key']);
+  });
+
+  it('takes a declared 2xx as the success, whatever the default would be', () => {
+    const { responses } = operation(document, '/payments/answered-with-200', 'post');
+    expect(Object.keys(responses).sort()).toEqual(['200', '400', '409', '422', '423', '503']);
+    const receipt = { $ref: '#/components/schemas/Receipt' };
+    expect(responses['409'].content['application/json'].schema).toEqual(receipt);
   });
 
   it('keeps the success response the CLI plugin inferred, and gives its schema to the replay', () => {

@@ -14,6 +14,7 @@ import type { DataSource } from 'typeorm';
 import { AppModule } from './app.module.js';
 import { openBookingsDataSource } from './database/bookings.data-source.js';
 import { BookingEvents, connectBookingEvents } from './events/booking-events.js';
+import { serveBookingsDocs } from './openapi.js';
 
 export interface BookingsAppOptions {
   /** Postgres URL. */
@@ -84,6 +85,7 @@ export async function startBookingsApp(options: BookingsAppOptions): Promise<Run
       new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
     );
     events = await connectBookingEvents(app, options.redisUrl ?? process.env.REDIS_URL);
+    serveBookingsDocs(app);
     await app.listen(options.port ?? 3000, host);
   } catch (error) {
     await app?.get(BookingEvents).close();

@@ -92,6 +92,7 @@ curl -s ${url}/x/partners/ACME01/bookings -H 'Authorization: Bearer demo-token-a
    the event again (demo only) with the id from 1): "deliveries" grows, "sent" stays 1.
 curl -s -X POST ${url}/x/partners/ACME01/bookings/<id>/redeliver -H 'Authorization: Bearer demo-token-acme'
 
+The API's OpenAPI document: ${url}/docs (Swagger UI), ${url}/docs-json.
 The full tour: npm run demo. Stop with Ctrl-C.`);
 }
 

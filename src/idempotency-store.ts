@@ -122,4 +122,79 @@ export abstract class IdempotencyStore {
       () => undefined,
     );
   }
+
+  // What operators use (IdempotencyKeys). Not abstract, so that a store written before they
+  // existed still compiles; the store contract (nest-idempotency-pg/testing) checks them.
+
+  /** The record of (scope, key), expired or not; `undefined` when there is none. */
+  inspect(
+    _scope: string,
+    _key: string,
+    _call?: StoreCallOptions,
+  ): Promise<IdempotencyRecordInfo | undefined> {
+    return Promise.reject(notImplemented(this, 'inspect'));
+  }
+
+  /**
+   * Deletes the record of (scope, key) when completed, or in progress with `inProgress`; in
+   * one atomic step, so a record that is claimed meanwhile is not deleted by mistake.
+   */
+  invalidate(
+    _scope: string,
+    _key: string,
+    _options?: InvalidateOptions,
+  ): Promise<InvalidateResult> {
+    return Promise.reject(notImplemented(this, 'invalidate'));
+  }
+}
+
+// What operators read and ask for: IdempotencyStore.inspect() and invalidate().
+
+/** One record as an operator sees it (IdempotencyKeys.lookup). */
+export interface IdempotencyRecordInfo {
+  /** The scope as stored: the owner, prefixed with `namespace|` outside HTTP routes. */
+  scope: string;
+  key: string;
+  state: 'in_progress' | 'completed';
+  /** SHA-256 of the request the key belongs to, in hex. */
+  fingerprint: string;
+  /** The current claim's fencing token: it changes on every claim and takeover. */
+  fencingToken: string;
+  /** When the current claim was made. */
+  createdAt: Date;
+  /** Completed: when its response was stored. */
+  completedAt?: Date;
+  /** End of retention: after it (and while not running) the key starts anew. */
+  expiresAt: Date;
+  /** In progress: when the lease passes, after which its owner is presumed dead. */
+  leaseExpiresAt?: Date;
+  /** In progress and past its lease: the same request takes it over on its next try. */
+  leasePassed: boolean;
+  /** Past retention and not running: what a claim would treat as absent. */
+  expired: boolean;
+  /** Completed: the stored response (`bodyBytes` is the size of the stored body). */
+  response?: { status: number; headers: Record<string, string>; bodyBytes: number };
+}
+
+export interface InvalidateOptions extends StoreCallOptions {
+  /**
+   * Also delete a record still in progress. Only safe once its owner is known to be dead:
+   * if it is still running, the next request with the key runs the handler a second time.
+   * @default false
+   */
+  inProgress?: boolean;
+}
+
+export type InvalidateResult =
+  /** The record is gone; `state` is what it was. */
+  | { outcome: 'deleted'; state: 'in_progress' | 'completed' }
+  /** There was no record. */
+  | { outcome: 'missing' }
+  /** The record is in progress and `inProgress` was not set: nothing was deleted. */
+  | { outcome: 'refused'; state: 'in_progress' };
+
+function notImplemented(store: object, method: string): Error {
+  return new Error(
+    `${store.constructor.name} does not implement ${method}(), which IdempotencyKeys needs: see IdempotencyStore.`,
+  );
 }

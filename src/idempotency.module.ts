@@ -6,6 +6,7 @@ import {
   type OnApplicationShutdown,
   type OnModuleInit,
 } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
 import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
 import { idempotencyWaitersDdl } from '../migrations/1795910400000-AddIdempotencyWaiters.js';
 import { IdempotencyEngine } from './idempotency.engine.js';
@@ -27,15 +28,21 @@ import { IdempotencyStore } from './idempotency-store.js';
 import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { IdempotencyWaiters } from './idempotency.waiters.js';
+import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
+import { IdempotencyKeys } from './idempotency-keys.service.js';
 
 @Module({
+  // DiscoveryModule: the OpenAPI documenter finds the @Idempotent() routes through it.
+  imports: [DiscoveryModule],
   providers: [
+    idempotencyOpenApiProvider,
     ...idempotencyProviders,
     IdempotencyEngine,
     IdempotencyPurger,
     IdempotencySettlements,
     IdempotencyTransaction,
     IdempotencyWaiters,
+    IdempotencyKeys,
   ],
   // What the interceptor that @Idempotent() binds in each controller's module needs, and
   // what applications may inject.
@@ -44,6 +51,7 @@ import { IdempotencyWaiters } from './idempotency.waiters.js';
     IdempotencyTransaction,
     IdempotencyStore,
     IdempotencyPurger,
+    IdempotencyKeys,
     IDEMPOTENCY_MODULE_OPTIONS,
     IDEMPOTENCY_DATA_SOURCE,
   ],

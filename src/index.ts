@@ -25,6 +25,11 @@ export {
 } from './idempotency.purge.js';
 export { defaultScope } from './idempotency.options.js';
 export {
+  IdempotencyKeys,
+  type IdempotencyKeyRef,
+  type InvalidateKeyOptions,
+} from './idempotency-keys.service.js';
+export {
   IdempotencyStore,
   IdempotencyStoreTimeoutError,
   type ClaimRequest,
@@ -34,6 +39,9 @@ export {
   type StoreCallOptions,
   type InFlightRecord,
   type StoredResponse,
+  type IdempotencyRecordInfo,
+  type InvalidateOptions,
+  type InvalidateResult,
 } from './idempotency-store.js';
 export {
   PostgresIdempotencyStore,

@@ -14,7 +14,10 @@ import {
   type ClaimedRecord,
   type ClaimRequest,
   type ClaimResult,
+  type IdempotencyRecordInfo,
   type InFlightRecord,
+  type InvalidateOptions,
+  type InvalidateResult,
   type StoreCallOptions,
   type StoredResponse,
 } from './idempotency-store.js';
@@ -220,6 +223,28 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     return rowCount ?? 0;
   }
 
+  override async inspect(
+    scope: string,
+    key: string,
+    call: StoreCallOptions = {},
+  ): Promise<IdempotencyRecordInfo | undefined> {
+    const { rows } = await this.run(this.sql.inspect, [scope, key], call.timeoutMs);
+    return rows[0] && recordInfo(scope, key, rows[0]);
+  }
+
+  override async invalidate(
+    scope: string,
+    key: string,
+    options: InvalidateOptions = {},
+  ): Promise<InvalidateResult> {
+    const values = [scope, key, options.inProgress === true];
+    const { rows } = await this.run(this.sql.invalidate, values, options.timeoutMs);
+    const { deleted, found } = rows[0] as { deleted: string | null; found: string | null };
+    if (deleted) return { outcome: 'deleted', state: deleted as 'in_progress' | 'completed' };
+    // Found but not deleted: it is in progress, or became so since the statement began.
+    return found ? { outcome: 'refused', state: 'in_progress' } : { outcome: 'missing' };
+  }
+
   /**
    * Checks that the table exists with the columns the statements use; throws an error that
    * says how to create it otherwise. Run at start-up when the module does not migrate.
@@ -314,6 +339,33 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     );
     return column.probing;
   }
+}
+
+/** A row of the inspect statement, as IdempotencyStore.inspect() returns it. */
+function recordInfo(scope: string, key: string, row: any): IdempotencyRecordInfo {
+  const completed = row.state === 'completed';
+  return {
+    scope,
+    key,
+    state: row.state,
+    fingerprint: row.fingerprint,
+    fencingToken: row.token,
+    createdAt: row.created_at,
+    ...(row.completed_at ? { completedAt: row.completed_at } : {}),
+    expiresAt: row.expires_at,
+    ...(completed ? {} : { leaseExpiresAt: row.locked_until }),
+    leasePassed: row.lease_passed === true,
+    expired: row.expired === true,
+    ...(completed
+      ? {
+          response: {
+            status: Number(row.response_status),
+            headers: row.response_headers ?? {},
+            bodyBytes: Number(row.body_bytes ?? 0),
+          },
+        }
+      : {}),
+  };
 }
 
 /** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
@@ -526,6 +578,34 @@ function buildStatements(tableName?: string) {
          WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3
            AND state = 'in_progress' AND locked_until > now() AND has_waiters
            AND NOT EXISTS (SELECT 1 FROM marked)`,
+    },
+    /* Operators' look-up (IdempotencyKeys.lookup): expiry and lease judged by the server's clock. */
+    inspect: {
+      name: `${prefix}_inspect`,
+      text: `
+        SELECT state, encode(fingerprint, 'hex') AS fingerprint, fencing_token::text AS token,
+               created_at, completed_at, expires_at, locked_until,
+               state = 'in_progress' AND locked_until <= now() AS lease_passed,
+               expires_at <= now() AND (state = 'completed' OR locked_until <= now()) AS expired,
+               response_status, response_headers, octet_length(response_body) AS body_bytes
+          FROM ${table}
+         WHERE scope = $1 AND idempotency_key = $2`,
+    },
+    /*
+     * Operators' delete: a completed record, or ($3) one in progress. The DELETE re-checks
+     * the state on the newest row version, so a record claimed anew meanwhile stays.
+     */
+    invalidate: {
+      name: `${prefix}_invalidate`,
+      text: `
+        WITH found AS (
+          SELECT state FROM ${table} WHERE scope = $1 AND idempotency_key = $2
+        ), gone AS (
+          DELETE FROM ${table}
+           WHERE scope = $1 AND idempotency_key = $2 AND (state = 'completed' OR $3::boolean)
+          RETURNING state
+        )
+        SELECT (SELECT state FROM gone) AS deleted, (SELECT state FROM found) AS found`,
     },
     probeWaiters: {
       name: `${prefix}_probe_waiters`,

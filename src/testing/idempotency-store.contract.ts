@@ -272,6 +272,100 @@ export function idempotencyStoreContract(
     },
   );
 
+  contract('inspect finds no record for an unknown key', async (store) => {
+    assert.equal(await store.inspect(SCOPE, randomUUID()), undefined);
+  });
+
+  contract('inspect shows an in-progress record: fingerprint, token, lease', async (store) => {
+    const request = claimRequest({ leaseMs: 30_000 });
+    const before = Date.now();
+    const record = claimed(await store.claim(request));
+    const info = await store.inspect(SCOPE, request.key);
+    assert.ok(info, 'a record');
+    assert.deepEqual(
+      { scope: info.scope, key: info.key, state: info.state, response: info.response },
+      { scope: SCOPE, key: request.key, state: 'in_progress', response: undefined },
+    );
+    assert.equal(info.fingerprint, request.fingerprint.toString('hex'));
+    assert.equal(info.fencingToken, record.token);
+    assert.equal(info.leasePassed, false);
+    assert.equal(info.expired, false);
+    assertNear(info.createdAt, before, 'createdAt');
+    assertNear(info.leaseExpiresAt, before + 30_000, 'leaseExpiresAt');
+    assertNear(info.expiresAt, before + HOUR, 'expiresAt');
+    assert.equal(await store.inspect('tenant-b', request.key), undefined, 'scopes stay apart');
+  });
+
+  contract('inspect shows a completed record: stored status, headers, body size', async (store) => {
+    const request = claimRequest();
+    const record = claimed(await store.claim(request));
+    const response = storedResponse(201, Buffer.from([0xff, 0x00, 0xfe]));
+    assert.equal(await store.complete(record, response, HOUR), true);
+    const info = await store.inspect(SCOPE, request.key);
+    assert.ok(info, 'a record');
+    assert.equal(info.state, 'completed');
+    assert.deepEqual(info.response, { status: 201, headers: response.headers, bodyBytes: 3 });
+    assert.equal(info.leaseExpiresAt, undefined, 'a completed record has no lease');
+    assertNear(info.completedAt, Date.now(), 'completedAt');
+    assertNear(info.expiresAt, Date.now() + HOUR, 'expiresAt');
+  });
+
+  contract('inspect tells a passed lease and an expired record', async (store) => {
+    const lapsed = claimRequest({ leaseMs: shortMs });
+    claimed(await store.claim(lapsed));
+    const done = claimRequest();
+    await store.complete(claimed(await store.claim(done)), storedResponse(201), shortMs);
+    await pass();
+    const lapsedInfo = await store.inspect(SCOPE, lapsed.key);
+    assert.deepEqual([lapsedInfo?.leasePassed, lapsedInfo?.expired], [true, false]);
+    const doneInfo = await store.inspect(SCOPE, done.key);
+    assert.deepEqual([doneInfo?.leasePassed, doneInfo?.expired], [false, true]);
+  });
+
+  contract('invalidate deletes a completed record: the key runs again', async (store) => {
+    const request = claimRequest();
+    const record = claimed(await store.claim(request));
+    await store.complete(record, storedResponse(201), HOUR);
+    assert.deepEqual(await store.invalidate(SCOPE, request.key), {
+      outcome: 'deleted',
+      state: 'completed',
+    });
+    assert.equal(await store.inspect(SCOPE, request.key), undefined);
+    assert.deepEqual(await store.invalidate(SCOPE, request.key), { outcome: 'missing' });
+    const again = claimed(await store.claim({ ...request, fingerprint: fingerprint('new body') }));
+    assert.notEqual(again.token, record.token);
+  });
+
+  contract(
+    'invalidate refuses an in-progress record unless asked; then its owner is fenced off',
+    async (store) => {
+      const request = claimRequest();
+      const owner = claimed(await store.claim(request));
+      const refused = await store.invalidate(SCOPE, request.key);
+      assert.deepEqual(refused, { outcome: 'refused', state: 'in_progress' });
+      assert.equal((await store.inspect(SCOPE, request.key))?.fencingToken, owner.token);
+      assert.equal((await store.claim(request)).outcome, 'in_progress', 'still held');
+      const deleted = await store.invalidate(SCOPE, request.key, { inProgress: true });
+      assert.deepEqual(deleted, { outcome: 'deleted', state: 'in_progress' });
+      const retry = claimed(await store.claim(request));
+      assert.notEqual(retry.token, owner.token);
+      assert.equal(await store.complete(owner, storedResponse(200), HOUR), false, 'fenced off');
+      assert.equal(await store.complete(retry, storedResponse(201), HOUR), true);
+    },
+  );
+
+  contract('invalidate leaves other scopes and keys alone', async (store) => {
+    const request = claimRequest();
+    await store.complete(claimed(await store.claim(request)), storedResponse(201), HOUR);
+    const other = { ...request, scope: 'tenant-b' };
+    await store.complete(claimed(await store.claim(other)), storedResponse(201), HOUR);
+    assert.deepEqual(await store.invalidate('tenant-b', request.key), {
+      outcome: 'deleted',
+      state: 'completed',
+    });
+    assertCompleted(await store.claim(request), storedResponse(201));
+  });
+
   return cases;
 }
 
@@ -309,6 +403,13 @@ function assertCompleted(result: ClaimResult, expected: StoredResponse): void {
   assert.deepEqual(response.headers, expected.headers);
   assert.ok(Buffer.isBuffer(response.body), 'the body is a Buffer');
   assert.ok(response.body.equals(expected.body), `body ${response.body.toString('hex')}`);
+}
+
+/** A time within a few seconds of `expected` (ms since the epoch): stores keep their own clock. */
+function assertNear(actual: Date | undefined, expected: number, what: string): void {
+  assert.ok(actual instanceof Date, `${what} is a Date`);
+  const off = Math.abs(actual.getTime() - expected);
+  assert.ok(off < 5_000, `${what} ${actual.toISOString()} is ${off} ms off`);
 }
 
 function outcomes(results: ClaimResult[]): Record<string, number> {

@@ -7,6 +7,9 @@ import {
   type ClaimedRecord,
   type ClaimRequest,
   type ClaimResult,
+  type IdempotencyRecordInfo,
+  type InvalidateOptions,
+  type InvalidateResult,
   type StoredResponse,
 } from '../idempotency-store.js';
 
@@ -18,6 +21,9 @@ interface MemoryRecord {
   lockedUntil: number;
   expiresAt: number;
   response?: StoredResponse;
+  /** When the current claim was made, and when it completed (for inspect()). */
+  createdAt: number;
+  completedAt?: number;
 }
 
 export interface InMemoryIdempotencyStoreOptions {
@@ -69,6 +75,7 @@ export class InMemoryIdempotencyStore extends IdempotencyStore {
         token,
         lockedUntil: now + leaseMs,
         expiresAt: now + retentionMs,
+        createdAt: now,
       });
       return { outcome: 'claimed', record: { scope, key, token } };
     }
@@ -88,7 +95,8 @@ export class InMemoryIdempotencyStore extends IdempotencyStore {
     if (!owned) return false;
     owned.state = 'completed';
     owned.response = copyResponse(response);
-    owned.expiresAt = this.now() + retentionMs;
+    owned.completedAt = this.now();
+    owned.expiresAt = owned.completedAt + retentionMs;
     return true;
   }
 
@@ -113,6 +121,50 @@ export class InMemoryIdempotencyStore extends IdempotencyStore {
       .slice(0, batchSize);
     for (const [id] of expired) this.records.delete(id);
     return expired.length;
+  }
+
+  override async inspect(scope: string, key: string): Promise<IdempotencyRecordInfo | undefined> {
+    const record = this.records.get(recordId(scope, key));
+    if (!record) return undefined;
+    const now = this.now();
+    const completed = record.state === 'completed';
+    return {
+      scope,
+      key,
+      state: record.state,
+      fingerprint: record.fingerprint.toString('hex'),
+      fencingToken: record.token,
+      createdAt: new Date(record.createdAt),
+      ...(record.completedAt === undefined ? {} : { completedAt: new Date(record.completedAt) }),
+      expiresAt: new Date(record.expiresAt),
+      ...(completed ? {} : { leaseExpiresAt: new Date(record.lockedUntil) }),
+      leasePassed: !completed && record.lockedUntil <= now,
+      expired: record.expiresAt <= now && !isLeaseLive(record, now),
+      ...(completed
+        ? {
+            response: {
+              status: record.response!.status,
+              headers: { ...record.response!.headers },
+              bodyBytes: record.response!.body.length,
+            },
+          }
+        : {}),
+    };
+  }
+
+  override async invalidate(
+    scope: string,
+    key: string,
+    options: InvalidateOptions = {},
+  ): Promise<InvalidateResult> {
+    const id = recordId(scope, key);
+    const record = this.records.get(id);
+    if (!record) return { outcome: 'missing' };
+    if (record.state === 'in_progress' && options.inProgress !== true) {
+      return { outcome: 'refused', state: 'in_progress' };
+    }
+    this.records.delete(id);
+    return { outcome: 'deleted', state: record.state };
   }
 
   /** The record, if `record.token` still holds it in flight. */

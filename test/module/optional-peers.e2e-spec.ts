@@ -1,6 +1,7 @@
 // GraphQL and message support load their packages on their first call: an HTTP-only app runs
 // (and replays) in a process where @nestjs/graphql, graphql and @nestjs/microservices cannot
-// be imported at all.
+// be imported at all, nor @nestjs/swagger (the module documents routes for it without
+// importing it).
 import { randomUUID } from 'node:crypto';
 import { send } from '../support/http.js';
 import { startAppProcess, stopAll } from '../support/processes.js';

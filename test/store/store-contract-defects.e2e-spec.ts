@@ -1,7 +1,14 @@
 // The store contract must catch the mistakes a new store is likely to make: each defective
 // store below fails the case written for its defect (and the correct store passes it).
 import { randomUUID } from 'node:crypto';
-import type { ClaimedRecord, ClaimRequest, ClaimResult, StoredResponse } from '../../src/index.js';
+import type {
+  ClaimedRecord,
+  ClaimRequest,
+  ClaimResult,
+  IdempotencyStore,
+  InvalidateOptions,
+  StoredResponse,
+} from '../../src/index.js';
 import { InMemoryIdempotencyStore, idempotencyStoreContract } from '../../src/testing/index.js';
 
 /** Looks the key up, then writes it a round trip later: two racing claims both win. */
@@ -50,6 +57,23 @@ class FrozenClockStore extends InMemoryIdempotencyStore {
   }
 }
 
+/** Deletes whatever it is asked to, running or not: a live owner's key runs twice. */
+class InvalidateAnythingStore extends InMemoryIdempotencyStore {
+  override invalidate(scope: string, key: string, options: InvalidateOptions = {}) {
+    return super.invalidate(scope, key, { ...options, inProgress: true });
+  }
+}
+
+/** Written before inspect() and invalidate() existed: only the abstract methods. */
+class OlderStore extends InMemoryIdempotencyStore {
+  constructor() {
+    super();
+    const base = Object.getPrototypeOf(InMemoryIdempotencyStore.prototype) as IdempotencyStore;
+    this.inspect = base.inspect;
+    this.invalidate = base.invalidate;
+  }
+}
+
 const caseNamed = (cases: ReturnType<typeof idempotencyStoreContract>, start: string) => {
   const found = cases.find((c) => c.name.startsWith(start));
   if (!found) throw new Error(`no contract case "${start}"`);
@@ -74,6 +98,13 @@ describe.each([
   ],
   ['no leases', () => new FrozenClockStore(), 'a lapsed lease is taken over by the same request'],
   ['no expiry', () => new FrozenClockStore(), 'an expired completed record starts anew'],
+  [
+    'an invalidate that ignores inProgress',
+    () => new InvalidateAnythingStore(),
+    'invalidate refuses an in-progress record unless asked',
+  ],
+  ['no inspect()', () => new OlderStore(), 'inspect shows a completed record'],
+  ['no invalidate()', () => new OlderStore(), 'invalidate deletes a completed record'],
 ])('a store with %s', (_defect, createDefective, caseName) => {
   it(`fails "${caseName}"`, async () => {
     await expect(

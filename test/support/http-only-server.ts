@@ -1,12 +1,12 @@
 // Child-process entry that proves an HTTP-only app needs none of the optional peers: it
-// makes every import of @nestjs/graphql, graphql, @nestjs/microservices and the GraphQL
-// drivers fail (printing `BLOCKED <name> FROM <importer>`; Nest's core probes for
+// makes every import of @nestjs/graphql, graphql, @nestjs/microservices, the GraphQL
+// drivers and @nestjs/swagger fail (printing `BLOCKED <name> FROM <importer>`; Nest's core probes for
 // @nestjs/microservices itself, and copes), then starts an app with an @Idempotent() route.
 // Prints `READY <port>`.
 import { register } from 'node:module';
 
 const blocker = `
-const PEERS = ['@nestjs/graphql', 'graphql', '@nestjs/microservices', '@nestjs/apollo', '@nestjs/mercurius'];
+const PEERS = ['@nestjs/graphql', 'graphql', '@nestjs/microservices', '@nestjs/apollo', '@nestjs/mercurius', '@nestjs/swagger'];
 export async function resolve(specifier, context, next) {
   const peer = PEERS.find((name) => specifier === name || specifier.startsWith(name + '/'));
   if (peer) {

@@ -178,23 +178,54 @@ describe('one bad row among good ones', () => {
 });
 
 describe('lock order', () => {
-  it('two stores batching overlapping keys in opposite orders never deadlock', async () => {
+  it('two batches of overlapping keys sent in opposite orders never deadlock', async () => {
     const table = await freshTable();
     const one = new PostgresIdempotencyStore(pool, table);
     const two = new PostgresIdempotencyStore(pool, table);
-    for (let round = 0; round < 5; round++) {
-      const keys = Array.from({ length: 30 }, (_, i) => `r${round}-${String(i).padStart(2, '0')}`);
-      const forward = keys.map((key) => claimOf(one, key));
-      const backward = [...keys].reverse().map((key) => claimOf(two, key));
-      const results = await Promise.all([...forward, ...backward]);
-      const winners = results.filter((r) => r.outcome === 'claimed');
-      expect(winners).toHaveLength(keys.length);
-      expect(results.filter((r) => r.outcome === 'in_progress')).toHaveLength(keys.length);
+    const keys = Array.from({ length: 30 }, (_, i) => `k-${String(i).padStart(2, '0')}`);
+    // An uncommitted insert of the middle key holds both batches halfway through their
+    // inserts: unsorted, one would then hold the keys below it and the other those above,
+    // and each would wait for the other's.
+    const blocker = await pool.connect();
+    await blocker.query('BEGIN');
+    await blocker.query(
+      `INSERT INTO "${table}" (scope, idempotency_key, fingerprint, state, fencing_token,
+                               locked_until, expires_at)
+       VALUES ('POST /orders', 'k-15', $1, 'in_progress', 1, now(), now())`,
+      [fingerprint],
+    );
+    let results: Promise<ClaimResult[]>;
+    try {
+      // Each store's first call goes alone; the 30 after it leave as one batch.
+      results = Promise.all([
+        claimOf(one, 'warm-1'),
+        ...keys.map((key) => claimOf(one, key)),
+        claimOf(two, 'warm-2'),
+        ...[...keys].reverse().map((key) => claimOf(two, key)),
+      ]);
+      let waiting = 0;
+      for (let i = 0; i < 100 && waiting < 2; i++) {
+        const { rows } = await pool.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE query LIKE '%unnest%' AND query LIKE $1 AND wait_event_type = 'Lock'`,
+          [`%${table}%`],
+        );
+        waiting = rows[0].n;
+        if (waiting < 2) await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(waiting).toBe(2);
+    } finally {
+      await blocker.query('ROLLBACK');
+      blocker.release();
     }
+    const outcomes = (await results).filter((_, i) => i !== 0 && i !== keys.length + 1);
+    expect(outcomes.filter((r) => r.outcome === 'claimed')).toHaveLength(keys.length);
+    expect(outcomes.filter((r) => r.outcome === 'in_progress')).toHaveLength(keys.length);
     // A deadlock would have failed a batch, and its rows would have run again one by one.
     expect(one.batchers!.claim.counters.retriedRows).toBe(0);
     expect(two.batchers!.claim.counters.retriedRows).toBe(0);
-    expect(one.batchers!.claim.counters.batches).toBeGreaterThan(0);
+    expect(one.batchers!.claim.counters.batches).toBe(1);
+    expect(two.batchers!.claim.counters.batches).toBe(1);
   });
 });
 
@@ -268,7 +299,10 @@ describe('a batch that outlives its callers', () => {
       await blocker.query('ROLLBACK');
       blocker.release();
     }
-    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM "${table}"`);
+    // It never reached Postgres.
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM "${table}" WHERE idempotency_key = 'q3'`,
+    );
     expect(rows[0].n).toBe(0);
   });
 });

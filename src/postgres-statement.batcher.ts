@@ -11,7 +11,7 @@
 // statement's fate for its own row when it gave up (StatementTimeoutError's aftermath); a
 // key seen twice waits for the next batch (a statement must not write one row twice); and a
 // batch the server rejects is run again row by row, so one bad row fails only its caller.
-import type { SqlExecutor, SqlResult } from './postgres-idempotency.store.js';
+import type { SqlExecutor, SqlResult, SqlStatement } from './postgres-idempotency.store.js';
 import {
   isServerError,
   StatementTimeoutError,
@@ -139,7 +139,7 @@ export class StatementBatcher {
     }
     this.counters.batches++;
     const sql = this.statement.batch(calls.map((call) => call.values));
-    const running = this.executor.query({ ...sql, timeoutMs: this.boundOf(calls) });
+    const running = this.execute({ ...sql, timeoutMs: this.boundOf(calls) });
     const parts = running.then((result) => this.statement.split(result, calls.length));
     calls.forEach((call, index) => {
       call.sent = parts.then(
@@ -195,7 +195,12 @@ export class StatementBatcher {
   private runSingle(call: Call): Promise<SqlResult> {
     const timeoutMs =
       call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
-    return this.executor.query({ ...this.statement.single, values: call.values, timeoutMs });
+    return this.execute({ ...this.statement.single, values: call.values, timeoutMs });
+  }
+
+  /** An executor that throws (a DataSource closed meanwhile) fails the call, not the process. */
+  private async execute(statement: SqlStatement): Promise<SqlResult> {
+    return this.executor.query(statement);
   }
 
   /** The batch is bounded by its most patient caller; each caller by its own timer. */

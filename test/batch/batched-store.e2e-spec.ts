@@ -127,6 +127,26 @@ describe('concurrent calls of distinct keys', () => {
   });
 });
 
+describe('a completion the batch cannot apply', () => {
+  it('is confirmed by the single statement: false only when the lease is really lost', async () => {
+    const store = await freshStore();
+    const records = (await Promise.all(['c1', 'c2', 'c3'].map((key) => claimOf(store, key)))).map(
+      claimed,
+    );
+    const lost = { ...records[1], token: '12345' }; // as if taken over meanwhile
+    const stored = await Promise.all([
+      store.complete(records[0], response(0), LEASE.retentionMs),
+      store.complete(lost, response(1), LEASE.retentionMs),
+      store.complete(records[2], response(2), LEASE.retentionMs),
+    ]);
+    expect(stored).toEqual([true, false, true]);
+    const counters = store.batchers!.completeNotifying.counters;
+    expect(counters.batches).toBe(1);
+    expect(counters.retriedRows).toBe(1);
+    expect((await claimOf(store, 'c2')).outcome).toBe('in_progress');
+  });
+});
+
 describe('a key twice among concurrent calls', () => {
   it('goes to the next batch: one claim wins, the other sees it in flight', async () => {
     const store = await freshStore();

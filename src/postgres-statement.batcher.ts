@@ -147,7 +147,7 @@ export class StatementBatcher {
         (error: unknown) => {
           // The statement's own timeout carries an aftermath: the caller's is its row's.
           if (error instanceof StatementTimeoutError) {
-            throw rowTimeout(error, index, this.statement, calls.length);
+            throw rowTimeout(error, call, index, this.statement, calls.length);
           }
           throw error;
         },
@@ -254,9 +254,10 @@ export class StatementBatcher {
   }
 }
 
-/** The batch's timeout, as seen by the caller of row `index`: its own row's aftermath. */
+/** The batch's timeout, as seen by the caller of row `index`: its own bound and row. */
 function rowTimeout(
   error: StatementTimeoutError,
+  call: Call,
   index: number,
   statement: BatchedStatement,
   count: number,
@@ -266,7 +267,7 @@ function rowTimeout(
       ? { applied: true, result: statement.split(late.result, count)[index] }
       : late,
   );
-  return new StatementTimeoutError(error.timeoutMs, aftermath, 'Postgres');
+  return new StatementTimeoutError(call.timeoutMs ?? error.timeoutMs, aftermath, 'Postgres');
 }
 
 /** An ERROR the server raised for the statement: its transaction rolled back, nothing applied. */

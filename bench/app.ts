@@ -4,6 +4,8 @@
 //   STORE=postgres (default): the module's Postgres store on its own DataSource.
 //   STORE=memory: the bench-only in-memory store, the limit target (no SQL at all).
 //   TABLE_NAME, APP_NAME (application_name of its connections), POOL_SIZE, PURGE=off.
+//   SYNCHRONOUS_COMMIT=off: the module's own connections commit without waiting for the WAL
+//   flush (what an async `durability` would buy), to measure it against the default.
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -60,7 +62,12 @@ const options: IdempotencyModuleOptions = inMemory
         applicationName,
         // A busy server's pool stays open; pg's default closes idle connections after 10 s,
         // which between two interleaved runs would make every run pay for reconnecting.
-        extra: { idleTimeoutMillis: 0 },
+        extra: {
+          idleTimeoutMillis: 0,
+          ...(process.env.SYNCHRONOUS_COMMIT && {
+            options: `-c synchronous_commit=${process.env.SYNCHRONOUS_COMMIT}`,
+          }),
+        },
       },
       runMigrations: true,
       tableName,

@@ -1,12 +1,15 @@
 // The Postgres implementation of IdempotencyStore. Every method is one SQL statement, so a
-// new key costs two round trips (claim, complete) and a replay or a 423 costs one. No row
-// lock or transaction is held while the handler runs: the lease column does that job.
+// new key costs two round trips (claim, complete) and a replay or a 423 costs one; under
+// load, concurrent claims and completions share multi-row statements (postgres-store.batchers).
+// No row lock or transaction is held while the handler runs: the lease column does that job.
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { DEFAULT_TABLE_NAME, WAIT_POLL_MS } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
 import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
+import { storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
+import type { StatementBatcher } from './postgres-statement.batcher.js';
 import { StatementTimeoutError } from './postgres-statement.runner.js';
 import {
   IdempotencyStore,
@@ -74,6 +77,13 @@ export interface PostgresIdempotencyStoreOptions {
    * one they poll. Whoever creates it closes it (`listener.close()`).
    */
   listener?: PostgresIdempotencyListener;
+  /**
+   * Sends concurrent claims and completions as one multi-row statement per batch. Calls
+   * only wait for a statement of their kind already in flight, never for a timer, so a
+   * lone request costs what it did unbatched. Off for a store inside a transaction.
+   * @default true
+   */
+  batching?: boolean;
 }
 
 /** Whether the table has the has_waiters column (AddIdempotencyWaiters migration). */
@@ -90,6 +100,8 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly listener?: PostgresIdempotencyListener;
   private waitersColumn: WaitersColumn;
   private watches?: SettledWatches;
+  /** Absent when batching is off (and inside a transaction). */
+  readonly batchers?: StoreBatchers;
 
   /**
    * @param executor runs the statements: a pg Pool (its statements are then bounded by
@@ -105,12 +117,14 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     this.sql = statementsFor(tableName);
     this.listener = options.listener;
     this.waitersColumn = { store: this };
+    if (options.batching !== false) this.batchers = storeBatchers(this.executor, this.sql);
   }
 
   /** The same table, its statements run through another executor (a transaction). */
   withExecutor(executor: SqlExecutor): PostgresIdempotencyStore {
     const store = new PostgresIdempotencyStore(executor, this.tableName, {
       listener: this.listener,
+      batching: false,
     });
     store.waitersColumn = this.waitersColumn;
     return store;
@@ -138,8 +152,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       const token = newFencingToken();
       const values = [scope, key, fingerprint, leaseMs, retentionMs, token];
       let rows: ClaimRow[];
+      // The first attempt may share a batch; a batch takes nothing over, so an attempt after
+      // it (a takeover, or a race) runs the single statement.
+      const batcher = attempt === 1 ? this.batchers?.claim : undefined;
       try {
-        ({ rows } = await this.run(this.sql.claim, values, remaining(deadline)));
+        ({ rows } = await this.run(this.sql.claim, values, remaining(deadline), batcher));
       } catch (error) {
         if (!(error instanceof IdempotencyStoreTimeoutError)) throw error;
         const aftermath = (error.cause as StatementTimeoutError).aftermath;
@@ -194,7 +211,8 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
     const notifying = await this.hasWaitersColumn(call.timeoutMs);
     const statement = notifying ? this.sql.completeNotifying : this.sql.complete;
-    const { rowCount } = await this.run(statement, values, remaining(deadline));
+    const batcher = notifying ? this.batchers?.completeNotifying : this.batchers?.complete;
+    const { rowCount } = await this.run(statement, values, remaining(deadline), batcher);
     return rowCount === 1;
   }
 
@@ -267,14 +285,20 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     }
   }
 
-  /** Runs one statement; a statement that outlives its bound becomes the store's timeout. */
+  /**
+   * Runs one statement, or its row in a batch when a batcher is given; a statement that
+   * outlives its bound becomes the store's timeout.
+   */
   private async run(
     statement: { name: string; text: string },
     values: unknown[],
     timeoutMs: number | undefined,
+    batcher?: StatementBatcher,
   ): Promise<SqlResult> {
     try {
-      return await this.executor.query({ ...statement, values, timeoutMs });
+      return batcher
+        ? await batcher.query(values, timeoutMs)
+        : await this.executor.query({ ...statement, values, timeoutMs });
     } catch (error) {
       if (error instanceof StatementTimeoutError) {
         throw new IdempotencyStoreTimeoutError(error.timeoutMs, undefined, { cause: error });

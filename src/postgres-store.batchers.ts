@@ -1,0 +1,73 @@
+// The batchers of a Postgres store on a pool: one per batched statement (claim, complete,
+// and complete with notifications). Replays and 423s are claims, so they batch too. Renew,
+// release and the rest stay single: they are rare next to claims and completions. A store
+// working inside a transaction has none: its statements must run on the transaction's
+// connection, one by one.
+import { buildBatchStatements, splitByOrd } from './postgres-batch.statements.js';
+import type { SqlExecutor } from './postgres-idempotency.store.js';
+import { StatementBatcher, type BatcherLimits } from './postgres-statement.batcher.js';
+
+/**
+ * Two statements of a kind out at once: enough to keep Postgres busy while the Node thread
+ * forms the next batch, and few enough that batches grow under load (every statement out
+ * means one more round of fixed cost). 64 rows keep a batch's parameters small.
+ */
+export const DEFAULT_BATCH_LIMITS: BatcherLimits = { maxInFlight: 2, maxRows: 64 };
+
+export interface StoreBatchers {
+  claim: StatementBatcher;
+  complete: StatementBatcher;
+  completeNotifying: StatementBatcher;
+}
+
+interface Names {
+  table: string;
+  channel: string;
+  claim: { name: string; text: string };
+  complete: { name: string; text: string };
+  completeNotifying: { name: string; text: string };
+}
+
+/** Scope and key identify a record; the newline cannot occur in either (printable keys). */
+const identity = (row: unknown[]) => `${row[0] as string}\n${row[1] as string}`;
+
+/** The values of each row, column by column: one array parameter per column. */
+function columns(rows: unknown[][]): unknown[][] {
+  return rows[0].map((_, column) => rows.map((row) => row[column]));
+}
+
+export function storeBatchers(
+  executor: SqlExecutor,
+  sql: Names,
+  limits: BatcherLimits = DEFAULT_BATCH_LIMITS,
+): StoreBatchers {
+  const batch = buildBatchStatements(sql.table, sql.channel);
+  const split = splitByOrd;
+  const complete = (single: Names['complete'], multi: typeof batch.complete) =>
+    new StatementBatcher(
+      executor,
+      {
+        single,
+        batch: (rows) => ({ ...multi, values: columns(rows) }),
+        split,
+        identity,
+        // A batch may miss a row that changed after its snapshot (see the statement).
+        recheck: (result) => result.rowCount !== 1,
+      },
+      limits,
+    );
+  return {
+    claim: new StatementBatcher(
+      executor,
+      {
+        single: sql.claim,
+        batch: (rows) => ({ ...batch.claim, values: columns(rows) }),
+        split,
+        identity,
+      },
+      limits,
+    ),
+    complete: complete(sql.complete, batch.complete),
+    completeNotifying: complete(sql.completeNotifying, batch.completeNotifying),
+  };
+}

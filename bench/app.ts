@@ -72,6 +72,8 @@ const options: IdempotencyModuleOptions = inMemory
       runMigrations: true,
       tableName,
       purge,
+      // BATCHING=off: one statement per call, to measure what batching changes.
+      batching: process.env.BATCHING !== 'off',
     };
 
 @Module({ imports: [IdempotencyModule.forRoot(options)], controllers: [OrdersController] })

@@ -9,8 +9,16 @@ import type { BenchSettings } from './settings.js';
 // The peer on memory and on a logged table only run new keys, to keep a full run near 15 minutes:
 // new keys are where the store's cost shows, and where durability makes a difference.
 export const LINE_UP: Record<ScenarioId, string[]> = {
-  new: ['plain', 'module', 'limit', 'peerMemory', 'peerPostgres', 'peerPostgresLogged'],
-  replay: ['plain', 'module', 'limit', 'peerPostgres'],
+  new: [
+    'plain',
+    'module',
+    'moduleUnbatched',
+    'limit',
+    'peerMemory',
+    'peerPostgres',
+    'peerPostgresLogged',
+  ],
+  replay: ['plain', 'module', 'moduleUnbatched', 'limit', 'peerPostgres'],
   storm: ['module', 'limit', 'peerPostgres'],
 };
 

@@ -16,6 +16,7 @@ const REFERENCES: TableTarget[] = [
   { id: 'plain', label: 'plain' },
   { id: 'peerPostgres', label: 'peer on Postgres' },
   { id: 'limit', label: 'limit' },
+  { id: 'moduleUnbatched', label: 'unbatched' },
 ];
 
 export function renderInterleaved(data: InterleavedData): string {
@@ -39,6 +40,7 @@ export function renderInterleaved(data: InterleavedData): string {
         scenario === 'storm' ? 'n/a' : fmtRatio(cells.ratio(mine, q('plain'))),
         fmtRatio(cells.ratio(mine, q('peerPostgres'))),
         fmtRatio(cells.ratio(mine, q('limit'))),
+        scenario === 'storm' ? 'n/a' : fmtRatio(cells.ratio(mine, q('moduleUnbatched'))),
         fmt(cells.spreadOf(mine, appMicros).median),
         fmt(cells.spreadOf(mine, backendMicros).median),
         `${counted} (${fmt(cells.spreadOf(mine, statementsPerRequest).median, 2)} under load)`,
@@ -53,6 +55,7 @@ export function renderInterleaved(data: InterleavedData): string {
       '/ plain',
       '/ peer on Postgres',
       '/ limit',
+      '/ batching off',
       'Node CPU µs/req',
       'Postgres CPU µs/req',
       'SQL round trips/req',
@@ -68,7 +71,7 @@ export function renderInterleaved(data: InterleavedData): string {
             connections,
             scenario,
             targets: labels.filter((t) => LINE_UP[scenario].includes(t.id)),
-            ratiosTo: scenario === 'storm' ? REFERENCES.slice(1) : REFERENCES,
+            ratiosTo: REFERENCES.filter((r) => LINE_UP[scenario].includes(r.id)),
           })}`,
       )
       .join('\n\n'),

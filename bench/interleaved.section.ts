@@ -31,7 +31,7 @@ const PEER_SCHEMAS = ['bench_node_idempotency', 'bench_node_idempotency_logged']
 const CELLS_PER_ROUND = Object.values(LINE_UP).reduce((sum, ids) => sum + ids.length, 0);
 /** Per run beyond its measured seconds: stats, CPU samples, settling. */
 const OVERHEAD_SECONDS = 0.7;
-/** Starting five apps and completing the replay keys. */
+/** Starting six apps and completing the replay keys. */
 const START_SECONDS = 30;
 
 export const interleavedSection: BenchSection = {
@@ -53,6 +53,16 @@ export const interleavedSection: BenchSection = {
         name: 'module',
         kind: 'module',
         env: { ...base, TABLE_NAME: MODULE_TABLE, APP_NAME: 'bench-module' },
+      },
+      {
+        name: 'module, unbatched',
+        kind: 'module',
+        env: {
+          ...base,
+          TABLE_NAME: `${MODULE_TABLE}_unbatched`,
+          APP_NAME: 'bench-module-unbatched',
+          BATCHING: 'off',
+        },
       },
       { name: 'limit', kind: 'module', env: { ...base, STORE: 'memory' } },
       { name: 'peer (memory)', kind: 'peer', env: { ...base, STORAGE: 'memory' } },
@@ -119,7 +129,7 @@ export const interleavedSection: BenchSection = {
 };
 
 function buildTargets(apps: AppProcess[]): Target[] {
-  const [module, limit, peerMemory, peerPostgres, peerLogged] = apps;
+  const [module, unbatched, limit, peerMemory, peerPostgres, peerLogged] = apps;
   return [
     { id: 'plain', label: 'plain route', kind: 'module', app: module, path: '/plain' },
     {
@@ -129,6 +139,14 @@ function buildTargets(apps: AppProcess[]): Target[] {
       app: module,
       path: '/orders',
       dbApplicationName: 'bench-module',
+    },
+    {
+      id: 'moduleUnbatched',
+      label: 'this module, batching off',
+      kind: 'module',
+      app: unbatched,
+      path: '/orders',
+      dbApplicationName: 'bench-module-unbatched',
     },
     { id: 'limit', label: 'limit (in-memory store)', kind: 'module', app: limit, path: '/orders' },
     { id: 'peerMemory', label: 'peer, memory', kind: 'peer', app: peerMemory, path: '/orders' },
@@ -156,6 +174,7 @@ async function resetTables(url: string): Promise<void> {
   await client.connect();
   try {
     await client.query(`DROP TABLE IF EXISTS "${MODULE_TABLE}"`);
+    await client.query(`DROP TABLE IF EXISTS "${MODULE_TABLE}_unbatched"`);
     for (const schema of PEER_SCHEMAS) {
       await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     }

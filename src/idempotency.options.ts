@@ -73,6 +73,7 @@ const MODULE_ONLY_OPTIONS: Record<
   runMigrations: true,
   purge: true,
   maxInFlightWaiters: true,
+  batching: true,
 };
 const PURGE_OPTIONS: Record<keyof IdempotencyPurgeOptions, true> = {
   enabled: true,
@@ -163,7 +164,8 @@ export function assertValidOptions(
 }
 
 function assertValidValues(
-  options: IdempotentRouteOptions & Pick<IdempotencyModuleOptions, 'maxInFlightWaiters'>,
+  options: IdempotentRouteOptions &
+    Pick<IdempotencyModuleOptions, 'maxInFlightWaiters' | 'batching'>,
 ): void {
   for (const name of ['retentionMs', 'leaseMs', 'statementTimeoutMs'] as const) {
     const value = options[name];
@@ -182,7 +184,13 @@ function assertValidValues(
       `Idempotency option retryAfterSeconds must be a positive whole number of seconds (Retry-After has no fractions), got ${describeValue(retryAfter)}.`,
     );
   }
-  for (const name of ['required', 'renewLease', 'transactional', 'acknowledge'] as const) {
+  for (const name of [
+    'required',
+    'renewLease',
+    'transactional',
+    'acknowledge',
+    'batching',
+  ] as const) {
     const value = options[name];
     if (value !== undefined && typeof value !== 'boolean') {
       throw new Error(

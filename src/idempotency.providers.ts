@@ -88,6 +88,7 @@ export const idempotencyProviders: Provider[] = [
       options.store ??
       PostgresIdempotencyStore.fromDataSource(connection!.dataSource, options.tableName, {
         listener,
+        batching: options.batching,
       }),
   },
 ];

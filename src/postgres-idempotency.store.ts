@@ -8,7 +8,7 @@ import { DEFAULT_TABLE_NAME, WAIT_POLL_MS } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
 import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
-import { storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
+import { batchLimitsFor, storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
 import type { StatementBatcher } from './postgres-statement.batcher.js';
 import { StatementTimeoutError } from './postgres-statement.runner.js';
 import {
@@ -84,6 +84,13 @@ export interface PostgresIdempotencyStoreOptions {
    * @default true
    */
   batching?: boolean;
+  /**
+   * Connections of the pool the statements run on: batching lets half of them each carry
+   * claims and completions before calls queue into batches. Read from the pool or the
+   * DataSource when the store is built from one.
+   * @default the pool's `max`, else 4
+   */
+  poolSize?: number;
 }
 
 /** Whether the table has the has_waiters column (AddIdempotencyWaiters migration). */
@@ -117,7 +124,10 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     this.sql = statementsFor(tableName);
     this.listener = options.listener;
     this.waitersColumn = { store: this };
-    if (options.batching !== false) this.batchers = storeBatchers(this.executor, this.sql);
+    if (options.batching !== false) {
+      const poolSize = options.poolSize ?? (isPgPool(executor) ? poolMax(executor) : undefined);
+      this.batchers = storeBatchers(this.executor, this.sql, batchLimitsFor(poolSize));
+    }
   }
 
   /** The same table, its statements run through another executor (a transaction). */
@@ -141,7 +151,10 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     tableName?: string,
     options: PostgresIdempotencyStoreOptions = {},
   ): PostgresIdempotencyStore {
-    return new PostgresIdempotencyStore(dataSourceExecutor(dataSource), tableName, options);
+    return new PostgresIdempotencyStore(dataSourceExecutor(dataSource), tableName, {
+      poolSize: dataSourcePoolSize(dataSource),
+      ...options,
+    });
   }
 
   async claim(request: ClaimRequest): Promise<ClaimResult> {
@@ -639,4 +652,17 @@ function buildStatements(tableName?: string) {
                           AND NOT attisdropped) AS present`,
     },
   };
+}
+
+/** pg's default pool size when none is set. */
+const PG_DEFAULT_POOL_SIZE = 10;
+
+function poolMax(pool: object): number {
+  return (pool as { options?: { max?: number } }).options?.max ?? PG_DEFAULT_POOL_SIZE;
+}
+
+/** The pool size a TypeORM Postgres DataSource gives its pg Pool (poolSize, else extra.max). */
+function dataSourcePoolSize(dataSource: DataSource): number {
+  const options = dataSource.options as { poolSize?: number; extra?: { max?: number } };
+  return options.poolSize ?? options.extra?.max ?? PG_DEFAULT_POOL_SIZE;
 }

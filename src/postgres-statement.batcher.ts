@@ -68,7 +68,7 @@ export class StatementBatcher {
   constructor(
     private readonly executor: SqlExecutor,
     private readonly statement: BatchedStatement,
-    private readonly limits: BatcherLimits,
+    readonly limits: BatcherLimits,
   ) {}
 
   /** Runs the single statement with `values`, possibly within a batch; same result shape. */

@@ -8,11 +8,17 @@ import type { SqlExecutor } from './postgres-idempotency.store.js';
 import { StatementBatcher, type BatcherLimits } from './postgres-statement.batcher.js';
 
 /**
- * Two statements of a kind out at once: enough to keep Postgres busy while the Node thread
- * forms the next batch, and few enough that batches grow under load (every statement out
- * means one more round of fixed cost). 64 rows keep a batch's parameters small.
+ * How many statements of a kind may be out at once: half the pool each for claims and
+ * completions (at least two). Below that, every call goes out alone at once, as unbatched;
+ * batches form only once a kind holds its half of the pool, where the Node thread's fixed
+ * cost per statement is what binds. A smaller limit makes bigger batches at high concurrency
+ * but queues requests behind it at low concurrency while pool connections sit idle (measured:
+ * with two per kind, new keys at 10 connections fell to 0.6x of unbatched).
+ * 64 rows keep a batch's parameters small.
  */
-export const DEFAULT_BATCH_LIMITS: BatcherLimits = { maxInFlight: 2, maxRows: 64 };
+export function batchLimitsFor(poolSize: number | undefined): BatcherLimits {
+  return { maxInFlight: Math.max(2, Math.floor((poolSize ?? 4) / 2)), maxRows: 64 };
+}
 
 export interface StoreBatchers {
   claim: StatementBatcher;
@@ -39,7 +45,7 @@ function columns(rows: unknown[][]): unknown[][] {
 export function storeBatchers(
   executor: SqlExecutor,
   sql: Names,
-  limits: BatcherLimits = DEFAULT_BATCH_LIMITS,
+  limits: BatcherLimits,
 ): StoreBatchers {
   const batch = buildBatchStatements(sql.table, sql.channel);
   const split = splitByOrd;

@@ -298,7 +298,8 @@ describe('a batch that outlives its callers', () => {
 
   it('answers a caller still queued behind a busy batch within its timeout', async () => {
     const table = await freshTable();
-    const store = new PostgresIdempotencyStore(pool, table);
+    // A pool of 4: two statements of a kind out at once.
+    const store = new PostgresIdempotencyStore(pool, table, { poolSize: 4 });
     const blocker = await pool.connect();
     await blocker.query('BEGIN');
     await blocker.query(`LOCK TABLE "${table}" IN EXCLUSIVE MODE`);
@@ -369,6 +370,31 @@ describe('a failed batch', () => {
     const again = await Promise.all(['x', 'y', 'z'].map((key) => claimOf(store, key)));
     expect(again.map((r) => r.outcome)).toEqual(['claimed', 'claimed', 'claimed']);
     expect(store.batchers!.claim.counters.retriedRows).toBe(0);
+  });
+});
+
+describe('how many statements of a kind may be out at once', () => {
+  it('half the pool each for claims and completions: 6 of a pg Pool of 12', async () => {
+    const store = await freshStore();
+    expect(store.batchers!.claim.limits.maxInFlight).toBe(6);
+    expect(store.batchers!.complete.limits.maxInFlight).toBe(6);
+    // At the limit calls queue into batches, and a burst still ends with every key claimed.
+    const burst = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => claimOf(store, `burst-${i}`)),
+    );
+    expect(burst.every((r) => r.outcome === 'claimed')).toBe(true);
+    expect(store.batchers!.claim.counters.statements).toBeLessThan(60);
+  });
+
+  it.each([
+    [{ poolSize: 4 }, 2],
+    [{ extra: { max: 20 } }, 10],
+    [{}, 5], // pg's default pool of 10
+  ])('reads the pool size of a DataSource it is built from (%j: %i)', async (pool, expected) => {
+    const { DataSource } = await import('typeorm');
+    const dataSource = new DataSource({ type: 'postgres', url: process.env.DATABASE_URL, ...pool });
+    const store = PostgresIdempotencyStore.fromDataSource(dataSource, 'unused');
+    expect(store.batchers!.claim.limits.maxInFlight).toBe(expected);
   });
 });
 

@@ -67,7 +67,7 @@ export function describeEvent(event: IdempotencyEvent): string {
     .map(([name, value]) => {
       if (value instanceof Error) return `${name}=${JSON.stringify(value.message)}`;
       if (typeof value === 'number') return `${name}=${Math.round(value * 10) / 10}`;
-      return `${name}=${typeof value === 'string' && !/\s/.test(value) ? value : JSON.stringify(value)}`;
+      return `${name}=${typeof value === 'string' && /^\S+$/.test(value) ? value : JSON.stringify(value)}`;
     });
   return `${event.type} ${fields.join(' ')}`;
 }

@@ -103,6 +103,7 @@ export class IdempotencyEngine {
       for (;;) {
         switch (result.outcome) {
           case 'claimed':
+            if (result.takenOver) this.tookOver(call);
             if (this.events.active) {
               const facts = { ...this.describe(call), claimedAt: performance.now() };
               this.claims.set(result.record, facts);
@@ -467,6 +468,17 @@ export class IdempotencyEngine {
       }, delayMs).unref();
     };
     next(RETRY_FIRST_MS);
+  }
+
+  /** This call took its key over from a request whose lease had passed. */
+  private tookOver(call: IdempotentCall): void {
+    const base = this.describe(call);
+    this.logger.warn(
+      `Took over key ${base.keyHash} (scope "${base.scope}"${at(base)}): the request that held it let its lease pass, so it crashed or is running longer than leaseMs (if so, it gets 503 idempotency_lease_lost when it finishes).`,
+    );
+    if (this.events.wants('lease-taken-over')) {
+      this.events.emit({ type: 'lease-taken-over', ...base });
+    }
   }
 
   /** The record's response is stored: reports it, with the handler's and the store's time. */

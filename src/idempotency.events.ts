@@ -105,6 +105,15 @@ export interface IdempotencyLeaseLostEvent extends IdempotencyEventBase {
 }
 
 /**
+ * This call's claim took the key over from a request whose lease had passed: that one
+ * crashed, or is still running past `leaseMs` (it then gets `lease-lost`). Reported before
+ * this call's `claimed`.
+ */
+export interface IdempotencyLeaseTakenOverEvent extends IdempotencyEventBase {
+  type: 'lease-taken-over';
+}
+
+/**
  * The store failed or did not answer within `statementTimeoutMs`. For `claim` and `begin`
  * the call was answered 503; for `complete` the response is stored again in the background,
  * for `release` the release is retried; for `renew`, the next tick renews again.
@@ -138,6 +147,7 @@ export type IdempotencyEvent =
   | IdempotencyHeldEvent
   | IdempotencyLeaseRenewedEvent
   | IdempotencyLeaseLostEvent
+  | IdempotencyLeaseTakenOverEvent
   | IdempotencyStoreUnavailableEvent
   | IdempotencyPurgeBatchEvent;
 
@@ -165,6 +175,7 @@ export const IDEMPOTENCY_CHANNELS = {
   held: 'nest-idempotency-pg:held',
   'lease-renewed': 'nest-idempotency-pg:lease-renewed',
   'lease-lost': 'nest-idempotency-pg:lease-lost',
+  'lease-taken-over': 'nest-idempotency-pg:lease-taken-over',
   'store-unavailable': 'nest-idempotency-pg:store-unavailable',
   'purge-batch': 'nest-idempotency-pg:purge-batch',
 } as const satisfies Record<IdempotencyEventType, string>;

@@ -24,6 +24,7 @@ export {
   type IdempotencyHeldEvent,
   type IdempotencyLeaseRenewedEvent,
   type IdempotencyLeaseLostEvent,
+  type IdempotencyLeaseTakenOverEvent,
   type IdempotencyStoreUnavailableEvent,
   type IdempotencyPurgeBatchEvent,
 } from './idempotency.events.js';

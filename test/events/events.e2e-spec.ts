@@ -346,6 +346,19 @@ describe.each(ADAPTERS)('events of waits, lost leases and outages under %s', (ad
     });
     await log.wait('completed', hash);
     expect(log.of('claimed', hash)).toHaveLength(2);
+    expect(log.typesFor(hash).slice(0, 3)).toEqual(['claimed', 'lease-taken-over', 'claimed']);
+    expect(log.of('lease-taken-over', hash)).toEqual([
+      {
+        type: 'lease-taken-over',
+        context: 'http',
+        handler: 'BookingsController.book',
+        scope: '',
+        keyHash: hash,
+      },
+    ]);
+    expect(logger.at('warn').filter((line) => line.includes(`Took over key ${hash}`))).toHaveLength(
+      1,
+    );
     expect(t.runs.count('book')).toBe(2);
     expect(
       logger.at('warn').filter((line) => line.includes(`Lease lost for key ${hash}`)),

@@ -12,7 +12,11 @@ import {
   IdempotencyUnsupportedResponseException,
   type IdempotencyException,
 } from './idempotency.exceptions.js';
-import { idempotencyKeyHash, type IdempotencyEventBase } from './idempotency.events.js';
+import {
+  idempotencyKeyHash,
+  type IdempotencyEvent,
+  type IdempotencyEventBase,
+} from './idempotency.events.js';
 import { IdempotencyEvents } from './idempotency-events.service.js';
 import { keepLeaseAlive } from './idempotency.lease.js';
 import type { IdempotencyLog } from './idempotency.log.js';
@@ -107,7 +111,7 @@ export class IdempotencyEngine {
             if (this.events.active) {
               const facts = { ...this.describe(call), claimedAt: performance.now() };
               this.claims.set(result.record, facts);
-              this.report('claimed', call, started, waitedMs);
+              this.report('claimed', facts, started, waitedMs);
             }
             return { outcome: 'claimed', record: result.record };
           case 'completed': {
@@ -141,7 +145,7 @@ export class IdempotencyEngine {
   /** Reports an admission outcome, building it only when someone listens. */
   private report<T extends 'claimed' | 'replayed' | 'in-flight' | 'mismatch'>(
     type: T,
-    call: IdempotentCall,
+    call: IdempotentCall | ClaimFacts,
     started: number,
     waitedMs: number,
     fields?: T extends 'replayed'
@@ -152,7 +156,8 @@ export class IdempotencyEngine {
   ): void {
     if (!this.events.wants(type)) return;
     const claimMs = performance.now() - started;
-    this.events.emit({ type, ...this.describe(call), claimMs, waitedMs, ...fields } as never);
+    const base = 'fingerprint' in call ? this.describe(call) : baseOf(call);
+    this.events.emit({ type, ...base, claimMs, waitedMs, ...fields } as IdempotencyEvent);
   }
 
   /** The fields every event about this call carries: never the raw key. */

@@ -2,6 +2,7 @@
 // IdempotencyEvents.events$) with the scope, the key's hash (never the key), the handler and
 // its durations, and logged as one debug line; operator problems are logged as warnings or
 // errors. Under Express and Fastify, on the real Postgres.
+import { Logger } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import {
   IdempotencyEvents,
@@ -393,5 +394,51 @@ describe.each(ADAPTERS)('events of waits, lost leases and outages under %s', (ad
     expect(JSON.stringify(logger.lines)).not.toContain(key);
     // Back up: the same key runs.
     expect((await post(key, { product: 'down' })).status).toBe(201);
+  });
+});
+
+describe.each(ADAPTERS)('the logger option under %s', (adapter) => {
+  const nestLines = new LinesLogger();
+  afterEach(() => Logger.overrideLogger(false));
+
+  it.each([
+    ['by default, through Nest’s Logger with the context Idempotency', undefined, true],
+    ['with logger: false, nowhere', false as const, false],
+  ])('logs %s', async (_name, logger, logs) => {
+    const t = await createTestApp(adapter, {
+      purge: { enabled: false },
+      ...(logger === undefined ? {} : { logger }),
+    });
+    try {
+      // The application's logger, as app.useLogger() sets it.
+      Logger.overrideLogger(nestLines);
+      nestLines.lines.length = 0;
+      const key = randomUUID();
+      const post = () => send(t.url, BOOKINGS, { headers: [['x-idempotency-key', key]], body: {} });
+      expect((await post()).status).toBe(201);
+      expect((await post()).status).toBe(409);
+      expectProblem(
+        await send(t.url, '/writes-itself', { headers: [['x-idempotency-key', key]], body: {} }),
+        500,
+        'idempotency_unsupported_response',
+      );
+      expect(t.runs.count('book')).toBe(1);
+      const ours = nestLines.lines.filter((line) => line.context === 'Idempotency');
+      const hash = idempotencyKeyHash('', key);
+      if (logs) {
+        expect(ours.filter((line) => line.level === 'debug').map((line) => line.message)).toEqual([
+          expect.stringMatching(new RegExp(`^claimed .*keyHash=${hash}`)),
+          expect.stringMatching(new RegExp(`^completed .*keyHash=${hash}`)),
+          expect.stringMatching(new RegExp(`^replayed .*keyHash=${hash}`)),
+          expect.stringMatching(/^rejected .*code=idempotency_unsupported_response/),
+        ]);
+        expect(ours.filter((line) => line.level === 'error')).toHaveLength(1);
+      } else {
+        expect(ours).toEqual([]);
+      }
+    } finally {
+      Logger.overrideLogger(false);
+      await t.close();
+    }
   });
 });

@@ -56,8 +56,9 @@ export class EventLog {
 export class LinesLogger {
   readonly lines: Array<{ level: string; message: string; context: unknown }> = [];
   private keep(level: string) {
-    return (message: unknown, context?: unknown) =>
-      this.lines.push({ level, message: String(message), context });
+    // Nest's convention: the context is the last argument (error() may pass a stack before it).
+    return (message: unknown, ...rest: unknown[]) =>
+      this.lines.push({ level, message: String(message), context: rest.at(-1) });
   }
   log = this.keep('log');
   error = this.keep('error');

@@ -6,6 +6,7 @@ import { Inject, Injectable, Optional, type BeforeApplicationShutdown } from '@n
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_MAX_IN_FLIGHT_WAITERS, WAIT_BLIND_POLL_MS } from './idempotency.constants.js';
+import { idempotencyKeyHash } from './idempotency.events.js';
 import { IdempotencyLog } from './idempotency.log.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
@@ -133,7 +134,7 @@ export class InFlightWait {
       // A failing wait must not spin on claims: pause, then let the claim decide (it
       // answers 503 if the database is what failed).
       this.waiters.warn(
-        `Waiting for key "${this.record.key}" failed, polling instead: ${error instanceof Error ? error.message : String(error)}`,
+        `Waiting for key ${idempotencyKeyHash(this.record.scope, this.record.key)} failed, polling instead: ${error instanceof Error ? error.message : String(error)}`,
       );
       await sleep(Math.min(timeoutMs, WAIT_BLIND_POLL_MS), undefined, { signal }).catch(
         () => undefined,

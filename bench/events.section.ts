@@ -6,6 +6,7 @@
 // them: the no-subscriber target must match it within the rounds' spread.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import pg from 'pg';
 import { appMicros } from './cells.js';
 import { newKeys, measure, prime, type RunResult, type Target } from './load.js';
 import { startApps, stopApps, type AppLaunch } from './processes.js';
@@ -39,6 +40,9 @@ export const eventsSection: BenchSection = {
         ? [{ name: 'baseline', kind: 'module' as const, env: env('base'), root: baseline }]
         : []),
     ];
+    // Fresh tables: rows a previous run left would make one target's inserts costlier.
+    const tables = launches.map((launch) => launch.env.TABLE_NAME);
+    await dropTables(database.url, tables);
     const apps = await startApps(launches);
     try {
       const targets: Target[] = apps.map((app, i) => ({
@@ -88,6 +92,17 @@ export const eventsSection: BenchSection = {
       return { markdown, data: Object.fromEntries(runs) };
     } finally {
       await stopApps(apps);
+      await dropTables(database.url, tables);
     }
   },
 };
+
+async function dropTables(url: string, tables: string[]): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    for (const table of tables) await client.query(`DROP TABLE IF EXISTS "${table}"`);
+  } finally {
+    await client.end();
+  }
+}

@@ -188,7 +188,8 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       if (!row || (row.outcome === 'existing' && row.claimable)) continue; // raced: look again
       if (row.outcome === 'claimed') {
         const record = { scope, key, token: String(row.token) };
-        // `state` is the record's state as the claim found it: in progress means a lapsed lease.
+        // `state` is the record's state as the claim found it: in progress means a lapsed lease
+        // (only the single statement takes over; a batch's claimed rows have none).
         return row.state === 'in_progress'
           ? { outcome: 'claimed', record, takenOver: true }
           : { outcome: 'claimed', record };

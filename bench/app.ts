@@ -6,6 +6,8 @@
 //   TABLE_NAME, APP_NAME (application_name of its connections), POOL_SIZE, PURGE=off.
 //   SYNCHRONOUS_COMMIT=off: the module's own connections commit without waiting for the WAL
 //   flush (what an async `durability` would buy), to measure it against the default.
+//   EVENTS=prometheus: the README's prom-client recipe subscribed to the module's events;
+//   EVENTS=noop: a subscriber that does nothing (what the module's side of an event costs).
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -80,6 +82,15 @@ const options: IdempotencyModuleOptions = inMemory
 class BenchModule {}
 
 const app = await NestFactory.create(BenchModule, { logger: ['error', 'warn'] });
+if (process.env.EVENTS === 'prometheus') {
+  // Loaded only here: the other targets must not even import prom-client.
+  const { recordIdempotencyMetrics } = await import('../example/metrics/idempotency-prometheus.js');
+  const { IdempotencyEvents } = await import('../src/index.js');
+  recordIdempotencyMetrics(app.get(IdempotencyEvents));
+} else if (process.env.EVENTS === 'noop') {
+  const { IdempotencyEvents } = await import('../src/index.js');
+  app.get(IdempotencyEvents).events$.subscribe(() => undefined);
+}
 await app.listen(port, '127.0.0.1');
 // The harness drives the app over IPC: stats, stop, and a CPU profile of a window of its
 // choosing (the V8 profiler that --cpu-prof uses, minus the start-up, which would dominate).

@@ -72,8 +72,11 @@ export interface AppProcess {
 }
 
 export type AppLaunch =
-  /** bench/app.ts: the module with its Postgres store, or the in-memory limit store. */
-  | { name: string; kind: 'module'; env: Record<string, string> }
+  /**
+   * bench/app.ts: the module with its Postgres store, or the in-memory limit store; `root`
+   * runs it from another checkout of this repository (a baseline).
+   */
+  | { name: string; kind: 'module'; env: Record<string, string>; root?: string }
   /** bench/peer/app.js: @node-idempotency/nestjs. */
   | { name: string; kind: 'peer'; env: Record<string, string> }
   /** bench/cluster.ts: `workers` copies of bench/app.ts behind Node's cluster module. */
@@ -83,7 +86,7 @@ export async function startApp(launch: AppLaunch): Promise<AppProcess> {
   const port = await freePort();
   const [args, cwd, extra] =
     launch.kind === 'module'
-      ? [[...SWC, 'bench/app.ts'], ROOT, {}]
+      ? [[...SWC, 'bench/app.ts'], launch.root ?? ROOT, {}]
       : launch.kind === 'cluster'
         ? [[...SWC, 'bench/cluster.ts'], ROOT, { WORKERS: String(launch.workers) }]
         : [['app.js'], PEER_DIR, {}];

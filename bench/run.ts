@@ -13,6 +13,7 @@ import { profileSection } from './profile.section.js';
 import { purgeSection } from './purge.js';
 import { fingerprintSection } from './fingerprint.js';
 import { waitSection } from './wait.js';
+import { eventsSection } from './events.section.js';
 import { tableSizeSection } from './table-size.section.js';
 import { collectMachine, sourceState } from './machine.js';
 import { resolveDatabase, ROOT } from './processes.js';
@@ -29,6 +30,7 @@ const SECTIONS: BenchSection[] = [
   purgeSection,
   fingerprintSection,
   waitSection,
+  eventsSection,
 ];
 
 const log = (message: string) =>

@@ -7,6 +7,7 @@ import { BookingsController } from './bookings/bookings.controller.js';
 import { BookingsService } from './bookings/bookings.service.js';
 import { ConfirmationSender, DeliveryLog } from './confirmations/confirmation-sender.controller.js';
 import { BookingEvents } from './events/booking-events.js';
+import { IdempotencyMetrics, MetricsController } from './metrics/metrics.controller.js';
 
 @Module({})
 export class AppModule {
@@ -24,9 +25,10 @@ export class AppModule {
           retryAfterSeconds: 1,
         }),
       ],
-      controllers: [BookingsController, ConfirmationSender],
+      controllers: [BookingsController, ConfirmationSender, MetricsController],
       providers: [
         BookingsService,
+        IdempotencyMetrics,
         BookingEvents,
         DeliveryLog,
         { provide: DataSource, useValue: dataSource },

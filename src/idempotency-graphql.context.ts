@@ -71,7 +71,11 @@ export class GraphqlIdempotencyContext implements IdempotencyContextAdapter {
     { key }: IdempotentCall,
   ): Observable<unknown> {
     const gql = GqlExecutionContext.create(context);
-    markReplayed(gql.getContext(), { path: pathOf(gql.getInfo<GraphQLResolveInfo>()), key });
+    markReplayed(
+      gql.getContext(),
+      { path: pathOf(gql.getInfo<GraphQLResolveInfo>()), key },
+      this.engine.events.log,
+    );
     return of(jsonValue(response));
   }
 

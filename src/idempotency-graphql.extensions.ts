@@ -3,7 +3,7 @@
 // the response, so the driver needs one line: `plugins: [idempotencyApolloPlugin()]` (Apollo)
 // or `hooks: idempotencyMercuriusHooks()` (Mercurius). Typed without the drivers' types,
 // which are optional peers.
-import { Logger } from '@nestjs/common';
+import type { IdempotencyLog } from './idempotency.log.js';
 
 /** One replayed mutation field, as listed in `extensions.idempotency.replayed`. */
 export interface IdempotencyReplayedField {
@@ -15,11 +15,14 @@ export interface IdempotencyReplayedField {
 
 const REPLAYED = Symbol.for('nest-idempotency-pg:replayed');
 const MARKING = Symbol.for('nest-idempotency-pg:marking');
-const logger = new Logger('Idempotency');
 let warned = false;
 
 /** Notes a replayed field in the operation's GraphQL context. */
-export function markReplayed(context: unknown, field: IdempotencyReplayedField): void {
+export function markReplayed(
+  context: unknown,
+  field: IdempotencyReplayedField,
+  logger: Pick<IdempotencyLog, 'warn'>,
+): void {
   if (!context || typeof context !== 'object') return;
   const holder = context as Record<symbol, unknown>;
   ((holder[REPLAYED] ??= []) as IdempotencyReplayedField[]).push(field);

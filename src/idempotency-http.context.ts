@@ -38,7 +38,7 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 
   prepare(context: ExecutionContext): void {
-    assertStorableRoute(context);
+    assertStorableRoute(context, this.engine.events.log);
   }
 
   scopeSubject(context: ExecutionContext): unknown {

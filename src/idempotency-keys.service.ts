@@ -1,7 +1,7 @@
 // The operator's view of the records: look a key up, and invalidate it (let it run again).
 // Injectable wherever IdempotencyModule is imported: an admin controller, a CLI command, a
 // support tool. It works on the same store as the routes, so the same rules hold.
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
@@ -10,6 +10,8 @@ import {
   type IdempotencyRecordInfo,
   type InvalidateResult,
 } from './idempotency-store.js';
+import { IdempotencyEvents } from './idempotency-events.service.js';
+import { idempotencyKeyHash } from './idempotency.events.js';
 
 /** Which record: the key, and whose it is (see the README, "Operating it"). */
 export interface IdempotencyKeyRef {
@@ -47,11 +49,10 @@ export interface InvalidateKeyOptions {
 
 @Injectable()
 export class IdempotencyKeys {
-  private readonly logger = new Logger('Idempotency');
-
   constructor(
     private readonly store: IdempotencyStore,
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
+    @Optional() private readonly events: IdempotencyEvents = new IdempotencyEvents(options),
   ) {}
 
   /** The record of the key, expired or not, or `null` when there is none. */
@@ -77,8 +78,8 @@ export class IdempotencyKeys {
     });
     if (result.outcome === 'deleted') {
       // Worth a line in the log: the next request with this key runs the handler again.
-      this.logger.warn(
-        `Invalidated key "${key}" (scope "${scope}"), which was ${result.state === 'completed' ? 'completed' : 'in progress'}: the next request with it runs the handler again.`,
+      this.events.log.warn(
+        `Invalidated key ${idempotencyKeyHash(scope, key)} (scope "${scope}"), which was ${result.state === 'completed' ? 'completed' : 'in progress'}: the next request with it runs the handler again.`,
       );
     }
     return result;

@@ -13,7 +13,7 @@
 // provider runs while Nest builds the application (NestFactory.create), after every
 // decorator and before the application calls SwaggerModule.createDocument().
 import type { Provider, Type } from '@nestjs/common';
-import { Logger, RequestMethod } from '@nestjs/common';
+import { RequestMethod } from '@nestjs/common';
 import { HTTP_CODE_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
@@ -29,6 +29,7 @@ import {
   REPLAY_HEADERS,
   replayResponse,
 } from './idempotency-openapi.responses.js';
+import { IdempotencyLog } from './idempotency.log.js';
 
 /** Injection token of the documenter (internal). */
 export const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
@@ -65,7 +66,7 @@ export const idempotencyOpenApiProvider: Provider = {
       documentRoutes(discovery, reflector, options);
       return true;
     } catch (error) {
-      new Logger('Idempotency').warn(
+      new IdempotencyLog(options.logger).warn(
         `Could not document the @Idempotent() routes for OpenAPI (@nestjs/swagger): ${error instanceof Error ? error.message : String(error)}`,
       );
       return false;

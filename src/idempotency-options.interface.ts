@@ -1,5 +1,5 @@
 // The options a user passes to IdempotencyModule.forRoot() and @Idempotent().
-import type { ExecutionContext } from '@nestjs/common';
+import type { ExecutionContext, LoggerService } from '@nestjs/common';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import type { IdempotencyStore } from './idempotency-store.js';
 
@@ -243,6 +243,17 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    * @default true
    */
   batching?: boolean;
+  /**
+   * Where the module logs: one `debug` line per outcome (claimed, replayed, 423, 422...,
+   * keys as `keyHash`, never raw), `warn` and `error` where an operator should look (store
+   * unavailable, lease lost, a response given up). Nest's `Logger` with the context
+   * `'Idempotency'` by default, so the application's `logLevels` apply; an application's own
+   * `LoggerService` (it receives every line, with the context as last argument); or `false`
+   * for none.
+   * @default new Logger('Idempotency')
+   * @example IdempotencyModule.forRoot({ connection: url, logger: false })
+   */
+  logger?: LoggerService | false;
 }
 
 /** Options of the background purge of expired records. */

@@ -5,7 +5,7 @@
 // each process it once. A repeat message gets the stored reply; a repeat event is
 // acknowledged without running the handler. Errors are RpcExceptions carrying the `code`.
 // Loaded on the first message: @nestjs/microservices is an optional peer.
-import { Logger, type CallHandler, type ExecutionContext } from '@nestjs/common';
+import type { CallHandler, ExecutionContext } from '@nestjs/common';
 import { RmqContext, RpcException } from '@nestjs/microservices';
 import { PATTERN_HANDLER_METADATA } from '@nestjs/microservices/constants.js';
 import { catchError, from, mergeMap, of, tap, throwError, type Observable } from 'rxjs';
@@ -29,12 +29,15 @@ const PROCESSED: StoredResponse = { status: 200, headers: {}, body: Buffer.alloc
 const RETRYABLE_STATUSES = new Set([423, 503]);
 
 export class RpcIdempotencyContext implements IdempotencyContextAdapter {
-  private readonly logger = new Logger('Idempotency');
   private warnedAcknowledge = false;
 
   readonly runsToCompletion = true;
 
   constructor(private readonly engine: IdempotencyEngine) {}
+
+  private get logger() {
+    return this.engine.events.log;
+  }
 
   applies(): boolean {
     return true;

@@ -1,16 +1,16 @@
 // Runs the application's scope resolver. What it returns decides which records a request can
 // see, so anything but a string is refused with a 500 problem that names the cause in the
 // log, rather than guessed at or reported as a store outage.
-import { Logger, type ExecutionContext } from '@nestjs/common';
+import type { ExecutionContext } from '@nestjs/common';
 import { IdempotencyScopeUnresolvedException } from './idempotency.exceptions.js';
+import type { IdempotencyLog } from './idempotency.log.js';
 import type { IdempotencyScopeResolver } from './idempotency-options.interface.js';
-
-const logger = new Logger('Idempotency');
 
 export async function resolveScope(
   resolver: IdempotencyScopeResolver,
   subject: unknown,
   context: ExecutionContext,
+  logger: IdempotencyLog,
 ): Promise<string> {
   const route = `${context.getClass().name}.${context.getHandler().name}`;
   let scope: unknown;

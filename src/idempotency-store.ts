@@ -68,8 +68,12 @@ export interface InFlightRecord {
 }
 
 export type ClaimResult =
-  /** The caller owns the record and must complete or release it. */
-  | { outcome: 'claimed'; record: ClaimedRecord }
+  /**
+   * The caller owns the record and must complete or release it. `takenOver`: the key was
+   * held by a request whose lease had passed (it crashed, or outran `leaseMs`), and this
+   * claim took it over. Optional: a store that cannot tell leaves it out.
+   */
+  | { outcome: 'claimed'; record: ClaimedRecord; takenOver?: boolean }
   /** Same request already succeeded: replay it. */
   | { outcome: 'completed'; response: StoredResponse }
   /** Same request still running elsewhere. */

@@ -3,7 +3,7 @@
 // GraphQL or messages: each context file reads the key, fingerprints the call, runs the
 // handler and shapes the answers, and calls in here for every decision that touches the
 // record.
-import { Inject, Injectable, Logger, Optional } from '@nestjs/common';
+import { Inject, Injectable, Optional, type ExecutionContext } from '@nestjs/common';
 import {
   IdempotencyKeyReusedException,
   IdempotencyLeaseLostException,
@@ -12,7 +12,14 @@ import {
   IdempotencyUnsupportedResponseException,
   type IdempotencyException,
 } from './idempotency.exceptions.js';
+import {
+  idempotencyKeyHash,
+  type IdempotencyEvent,
+  type IdempotencyEventBase,
+} from './idempotency.events.js';
+import { IdempotencyEvents } from './idempotency-events.service.js';
 import { keepLeaseAlive } from './idempotency.lease.js';
+import type { IdempotencyLog } from './idempotency.log.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
 import { IdempotencySettlements } from './idempotency.settlements.js';
@@ -37,6 +44,13 @@ export interface IdempotentCall {
   /** SHA-256 of the operation (see computeFingerprint). */
   fingerprint: Buffer;
   options: ResolvedOptions;
+  /** The handler's context, named in events; absent for calls made outside a handler. */
+  context?: ExecutionContext;
+}
+
+/** What events about a claimed record say, kept from its claim until it is settled. */
+interface ClaimFacts extends IdempotencyEventBase {
+  claimedAt: number;
 }
 
 /** What the caller may do with a key: run the handler, or answer with the stored result. */
@@ -57,7 +71,9 @@ export type Settlement =
 
 @Injectable()
 export class IdempotencyEngine {
-  protected readonly logger = new Logger('Idempotency');
+  protected readonly logger: IdempotencyLog;
+  /** Facts about claimed records for their later events, kept only while someone listens. */
+  private readonly claims = new WeakMap<ClaimedRecord, ClaimFacts>();
 
   constructor(
     protected readonly store: IdempotencyStore,
@@ -66,7 +82,10 @@ export class IdempotencyEngine {
     @Inject(IDEMPOTENCY_DATA_SOURCE)
     private readonly connection: IdempotencyConnection | undefined,
     @Optional() private readonly waiters: IdempotencyWaiters = new IdempotencyWaiters(),
-  ) {}
+    @Optional() readonly events: IdempotencyEvents = new IdempotencyEvents(),
+  ) {
+    this.logger = events.log;
+  }
 
   /**
    * Claims the key for this call, or finds the stored result to replay. Throws the other
@@ -76,6 +95,8 @@ export class IdempotencyEngine {
    */
   async admit(call: IdempotentCall): Promise<Admission> {
     const { scope, key, fingerprint, options } = call;
+    const started = performance.now();
+    let waitedMs = 0;
     const wait = this.waiters.start(
       this.store,
       { scope, key, fingerprint },
@@ -86,20 +107,33 @@ export class IdempotencyEngine {
       for (;;) {
         switch (result.outcome) {
           case 'claimed':
+            if (result.takenOver) this.tookOver(call);
+            if (this.events.active) {
+              const facts = { ...this.describe(call), claimedAt: performance.now() };
+              this.claims.set(result.record, facts);
+              this.report('claimed', facts, started, waitedMs);
+            }
             return { outcome: 'claimed', record: result.record };
-          case 'completed':
+          case 'completed': {
+            const { status } = result.response;
+            this.report('replayed', call, started, waitedMs, { status });
             return { outcome: 'replay', response: result.response };
+          }
           case 'mismatch':
+            this.report('mismatch', call, started, waitedMs);
             throw new IdempotencyKeyReusedException();
           case 'in_progress': {
+            const waitFrom = performance.now();
             if (wait && (await wait.next(result.leaseLeftMs))) {
+              waitedMs += performance.now() - waitFrom;
               result = await wait.claimAgain(() => this.claim(call));
               continue;
             }
+            if (wait) waitedMs += performance.now() - waitFrom;
             const leaseLeft = Math.ceil(result.leaseLeftMs / 1000);
-            throw new IdempotencyRequestInFlightException(
-              Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft)),
-            );
+            const retryAfterSeconds = Math.max(1, Math.min(options.retryAfterSeconds, leaseLeft));
+            this.report('in-flight', call, started, waitedMs, { retryAfterSeconds });
+            throw new IdempotencyRequestInFlightException(retryAfterSeconds);
           }
         }
       }
@@ -108,7 +142,48 @@ export class IdempotencyEngine {
     }
   }
 
-  private async claim({ scope, key, fingerprint, options }: IdempotentCall) {
+  /** Reports an admission outcome, building it only when someone listens. */
+  private report<T extends 'claimed' | 'replayed' | 'in-flight' | 'mismatch'>(
+    type: T,
+    call: IdempotentCall | ClaimFacts,
+    started: number,
+    waitedMs: number,
+    fields?: T extends 'replayed'
+      ? { status: number }
+      : T extends 'in-flight'
+        ? { retryAfterSeconds: number }
+        : undefined,
+  ): void {
+    if (!this.events.wants(type)) return;
+    const claimMs = performance.now() - started;
+    const base = 'fingerprint' in call ? this.describe(call) : baseOf(call);
+    this.events.emit({ type, ...base, claimMs, waitedMs, ...fields } as IdempotencyEvent);
+  }
+
+  /** The fields every event about this call carries: never the raw key. */
+  private describe({ scope, key, context }: IdempotentCall): IdempotencyEventBase {
+    return {
+      context: context?.getType(),
+      handler: context && `${context.getClass().name}.${context.getHandler().name}`,
+      scope,
+      keyHash: idempotencyKeyHash(scope, key),
+    };
+  }
+
+  /** What events about a claimed record say (with no listener at its claim: scope and hash). */
+  private factsOf(record: ClaimedRecord): ClaimFacts {
+    return (
+      this.claims.get(record) ?? {
+        scope: record.scope,
+        keyHash: idempotencyKeyHash(record.scope, record.key),
+        claimedAt: performance.now(),
+      }
+    );
+  }
+
+  private async claim(call: IdempotentCall) {
+    const { scope, key, fingerprint, options } = call;
+    const started = performance.now();
     try {
       return await this.store.claim({
         scope,
@@ -119,7 +194,7 @@ export class IdempotencyEngine {
         timeoutMs: options.statementTimeoutMs,
       });
     } catch (error) {
-      this.logger.error(`Could not claim key "${key}": ${describe(error)}`);
+      this.storeFailed('claim', this.describe(call), started, error);
       if (error instanceof IdempotencyStoreTimeoutError && error.lateClaim) {
         this.releaseLateClaim(error.lateClaim, options);
       }
@@ -129,9 +204,17 @@ export class IdempotencyEngine {
 
   /** Starts renewing the record's lease when the route asks for it; returns the stopper. */
   keepLeaseAlive(record: ClaimedRecord, options: ResolvedOptions): () => void {
-    return options.renewLease
-      ? keepLeaseAlive(this.store, record, options, this.logger)
-      : () => undefined;
+    if (!options.renewLease) return () => undefined;
+    return keepLeaseAlive(this.store, record, options, {
+      renewed: (storeMs) => {
+        if (this.events.wants('lease-renewed')) {
+          this.events.emit({ type: 'lease-renewed', ...this.baseOf(record), storeMs });
+        }
+      },
+      lost: () => this.leaseLost(record, 'renew'),
+      failed: (started, error) =>
+        this.storeFailed('renew', this.baseOf(record), started, error, 'warn'),
+    });
   }
 
   /** Opens the transaction a `transactional` call runs in; releases the key if it cannot. */
@@ -142,10 +225,11 @@ export class IdempotencyEngine {
         'transactional: true needs the Postgres store, which shares a transaction with the handler.',
       );
     }
+    const started = performance.now();
     try {
       return await OpenTransaction.begin(this.connection, options.statementTimeoutMs);
     } catch (error) {
-      this.logger.error(`Could not open a transaction for key "${record.key}": ${describe(error)}`);
+      this.storeFailed('begin', this.baseOf(record), started, error);
       await this.release(record, options);
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
     }
@@ -176,30 +260,35 @@ export class IdempotencyEngine {
     options: ResolvedOptions,
   ): Promise<IdempotencyException | undefined> {
     if (settlement.action === 'hold') {
+      const facts = this.factsOf(record);
       this.logger.warn(
-        `Key "${record.key}" (scope "${record.scope}") ${settlement.reason}: the key stays held until its lease passes, so the handler does not run again meanwhile.`,
+        `Key ${facts.keyHash} (scope "${record.scope}"${at(facts)}) ${settlement.reason}: the key stays held until its lease passes, so the handler does not run again meanwhile.`,
       );
+      if (this.events.wants('held')) {
+        const handlerMs = performance.now() - facts.claimedAt;
+        this.events.emit({ type: 'held', ...baseOf(facts), reason: settlement.reason, handlerMs });
+      }
       return undefined;
     }
     if (settlement.action === 'release') {
       await this.release(record, options);
       return undefined;
     }
+    const settling = performance.now();
     try {
       if (
         await this.store.complete(record, settlement.response, options.retentionMs, {
           timeoutMs: options.statementTimeoutMs,
         })
       ) {
+        this.completed(record, settlement.response.status, settling);
         return undefined;
       }
     } catch (error) {
       // The handler ran but its result could not be stored. The record stays claimed, so no
       // duplicate runs meanwhile; the caller gets the real result, and storing it is retried
       // in the background until the lease runs out.
-      this.logger.error(
-        `Could not store the response for key "${record.key}" (scope "${record.scope}"): ${describe(error)}`,
-      );
+      this.storeFailed('complete', this.baseOf(record), settling, error);
       this.retryComplete(
         record,
         settlement.response,
@@ -208,7 +297,7 @@ export class IdempotencyEngine {
       );
       return undefined;
     }
-    this.warnLeaseLost(record, 'complete');
+    this.leaseLost(record, 'complete');
     return new IdempotencyLeaseLostException(options.retryAfterSeconds);
   }
 
@@ -225,6 +314,7 @@ export class IdempotencyEngine {
   ): Promise<IdempotencyException | undefined> {
     const deadline = Date.now() + options.statementTimeoutMs;
     const left = () => Math.max(1, deadline - Date.now());
+    const settling = performance.now();
     let stored = false;
     try {
       if (settlement.action === 'store') {
@@ -234,13 +324,16 @@ export class IdempotencyEngine {
       }
       if (stored) {
         await transaction.commit(left());
+        this.completed(
+          record,
+          (settlement as { response: StoredResponse }).response.status,
+          settling,
+        );
         return undefined;
       }
       await transaction.rollback(left());
     } catch (error) {
-      this.logger.error(
-        `Could not commit key "${record.key}" (scope "${record.scope}"); its writes were rolled back: ${describe(error)}`,
-      );
+      this.storeFailed('commit', this.baseOf(record), settling, error);
       await transaction.rollback(left()).catch(() => undefined);
       // If COMMIT itself failed midway, the record may be completed after all: release only
       // deletes a record that is still in progress, so it cannot undo a commit.
@@ -252,7 +345,7 @@ export class IdempotencyEngine {
       await this.release(record, options, deadline);
       return undefined;
     }
-    this.warnLeaseLost(record, 'commit');
+    this.leaseLost(record, 'commit');
     return new IdempotencyLeaseLostException(options.retryAfterSeconds);
   }
 
@@ -268,23 +361,32 @@ export class IdempotencyEngine {
     deadline = Date.now() + options.statementTimeoutMs,
   ): Promise<void> {
     const timeoutMs = deadline - Date.now();
+    const settling = performance.now();
     try {
       if (timeoutMs <= 0) throw new Error('no time left');
-      if (!(await this.store.release(record, { timeoutMs }))) this.warnLeaseLost(record, 'release');
+      if (await this.store.release(record, { timeoutMs })) {
+        if (this.events.wants('released')) {
+          const facts = this.factsOf(record);
+          const handlerMs = settling - facts.claimedAt;
+          const storeMs = performance.now() - settling;
+          this.events.emit({ type: 'released', ...baseOf(facts), handlerMs, storeMs });
+        }
+      } else {
+        this.leaseLost(record, 'release');
+      }
     } catch (error) {
-      this.logger.error(
-        `Could not release key "${record.key}" (scope "${record.scope}"), retrying in the background: ${describe(error)}`,
-      );
+      this.storeFailed('release', this.baseOf(record), settling, error);
+      const hash = this.factsOf(record).keyHash;
       this.retryInBackground(
         record,
         options,
         async () => {
           if (await this.store.release(record, { timeoutMs: options.statementTimeoutMs })) {
-            this.logger.log(`Released key "${record.key}" on retry`);
+            this.logger.log(`Released key ${hash} on retry`);
           }
           return true;
         },
-        `Gave up releasing key "${record.key}" (scope "${record.scope}"): it stays held until its lease passes.`,
+        `Gave up releasing key ${hash} (scope "${record.scope}"): it stays held until its lease passes.`,
       );
     }
   }
@@ -304,7 +406,7 @@ export class IdempotencyEngine {
         });
         if (released) {
           this.logger.warn(
-            `Released key "${record.key}" (scope "${record.scope}"): its claim took effect after the request had timed out.`,
+            `Released key ${this.factsOf(record).keyHash} (scope "${record.scope}"): its claim took effect after the request had timed out.`,
           );
         }
         return released || taken === true;
@@ -322,26 +424,29 @@ export class IdempotencyEngine {
     options: ResolvedOptions,
     firstTimedOut: boolean,
   ): void {
+    const hash = this.factsOf(record).keyHash;
     this.retryInBackground(
       record,
       options,
       async () => {
+        const settling = performance.now();
         const stored = await this.store.complete(record, response, options.retentionMs, {
           timeoutMs: options.statementTimeoutMs,
         });
         if (stored) {
-          this.logger.log(`Stored the response for key "${record.key}" on retry`);
+          this.logger.log(`Stored the response for key ${hash} on retry`);
+          this.completed(record, response.status, settling);
         } else if (firstTimedOut) {
           // A statement that timed out can still be applied once the database answers.
           this.logger.warn(
-            `Key "${record.key}" (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
+            `Key ${hash} (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
           );
         } else {
-          this.warnLeaseLost(record, 'complete');
+          this.leaseLost(record, 'complete');
         }
         return true;
       },
-      `Gave up storing the response for key "${record.key}" (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+      `Gave up storing the response for key ${hash} (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
     );
   }
 
@@ -370,11 +475,94 @@ export class IdempotencyEngine {
     next(RETRY_FIRST_MS);
   }
 
-  private warnLeaseLost(record: ClaimedRecord, action: string): void {
+  /** This call took its key over from a request whose lease had passed. */
+  private tookOver(call: IdempotentCall): void {
+    const base = this.describe(call);
     this.logger.warn(
-      `Lease lost for key "${record.key}" (scope "${record.scope}"): another request took it over before this one could ${action}; its result was discarded. Raise leaseMs above the slowest handler run.`,
+      `Took over key ${base.keyHash} (scope "${base.scope}"${at(base)}): the request that held it let its lease pass, so it crashed or is running longer than leaseMs (if so, it gets 503 idempotency_lease_lost when it finishes).`,
     );
+    if (this.events.wants('lease-taken-over')) {
+      this.events.emit({ type: 'lease-taken-over', ...base });
+    }
   }
+
+  /** The record's response is stored: reports it, with the handler's and the store's time. */
+  private completed(record: ClaimedRecord, status: number, settling: number): void {
+    if (!this.events.wants('completed')) return;
+    const facts = this.factsOf(record);
+    const handlerMs = settling - facts.claimedAt;
+    const storeMs = performance.now() - settling;
+    this.events.emit({ type: 'completed', ...baseOf(facts), status, handlerMs, storeMs });
+  }
+
+  private baseOf(record: ClaimedRecord): IdempotencyEventBase {
+    return baseOf(this.factsOf(record));
+  }
+
+  private leaseLost(
+    record: ClaimedRecord,
+    phase: 'renew' | 'complete' | 'commit' | 'release',
+  ): void {
+    const facts = this.factsOf(record);
+    const message =
+      phase === 'renew'
+        ? 'stopped renewing its lease'
+        : `could not ${phase}; its result was discarded`;
+    this.logger.warn(
+      `Lease lost for key ${facts.keyHash} (scope "${record.scope}"${at(facts)}): another request took it over, so this one ${message}. Raise leaseMs above the slowest handler run, or set renewLease.`,
+    );
+    if (this.events.wants('lease-lost')) {
+      this.events.emit({ type: 'lease-lost', ...baseOf(facts), phase });
+    }
+  }
+
+  /** A store step failed: logged for the operator (with the key's hash) and reported. */
+  private storeFailed(
+    operation: 'claim' | 'begin' | 'complete' | 'commit' | 'release' | 'renew',
+    base: IdempotencyEventBase,
+    started: number,
+    error: unknown,
+    level: 'warn' | 'error' = 'error',
+  ): void {
+    this.logger[level](
+      `Idempotency store unavailable (${operation}) for key ${base.keyHash} (scope "${base.scope}"${at(base)}): ${describe(error)}${STORE_FAILURE_AFTERMATH[operation]}`,
+    );
+    if (this.events.wants('store-unavailable')) {
+      this.events.emit({
+        type: 'store-unavailable',
+        ...base,
+        operation,
+        storeMs: performance.now() - started,
+        timedOut: error instanceof IdempotencyStoreTimeoutError,
+        error: error instanceof Error ? error : new Error(String(error)),
+      });
+    }
+  }
+}
+
+/** What happens after a failed store step, for its log line. */
+const STORE_FAILURE_AFTERMATH: Record<string, string> = {
+  claim: '; answered 503, the handler did not run.',
+  begin: '; answered 503, the handler did not run.',
+  complete: '; the client got its result, storing it is retried in the background.',
+  commit: '; its writes were rolled back and it answered 503.',
+  release: '; retrying the release in the background.',
+  renew: '; renewing again at the next tick.',
+};
+
+/** The event fields of a claim's facts, without its bookkeeping. */
+function baseOf({
+  context,
+  handler,
+  scope,
+  keyHash,
+}: ClaimFacts | IdempotencyEventBase): IdempotencyEventBase {
+  return { context, handler, scope, keyHash };
+}
+
+/** ", at Handler.method" when the handler is known, for log lines. */
+function at({ handler }: IdempotencyEventBase): string {
+  return handler ? `, ${handler}` : '';
 }
 
 export function describe(error: unknown): string {

@@ -120,7 +120,11 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
         return next.handle();
       }
       adapter.prepare?.(context);
-      const handled = from(this.describeCall(adapter, context, key, options)).pipe(
+      const described = this.describeCall(adapter, context, key, options).catch((error) => {
+        this.rejected(error, context);
+        throw error;
+      });
+      const handled = from(described).pipe(
         mergeMap((call) =>
           from(this.engine!.admit(call)).pipe(
             mergeMap((admission) =>
@@ -138,8 +142,22 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
       );
       return adapter.runsToCompletion ? toCompletion(handled) : handled;
     } catch (error) {
+      this.rejected(error, context);
       throw error instanceof IdempotencyException ? adapter.reject(error, context, options) : error;
     }
+  }
+
+  /** Reports a call refused before its claim (a missing or invalid key, an unresolved scope...). */
+  private rejected(error: unknown, context: ExecutionContext): void {
+    const events = this.engine!.events;
+    if (!(error instanceof IdempotencyException) || !events.wants('rejected')) return;
+    events.emit({
+      type: 'rejected',
+      context: context.getType(),
+      handler: `${context.getClass().name}.${context.getHandler().name}`,
+      code: error.code,
+      status: error.getStatus(),
+    });
   }
 
   private async describeCall(
@@ -148,12 +166,17 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     key: string,
     options: ResolvedOptions,
   ): Promise<IdempotentCall> {
-    const owner = await resolveScope(options.scope, adapter.scopeSubject(context), context);
+    const owner = await resolveScope(
+      options.scope,
+      adapter.scopeSubject(context),
+      context,
+      this.engine!.events.log,
+    );
     const namespace = options.namespace ?? adapter.namespace?.(context) ?? '';
     // HTTP routes have no namespace, so their records keep the scope they always had.
     const scope = namespace === '' ? owner : `${namespace}|${owner}`;
     const fingerprint = await adapter.fingerprint(context);
-    return { scope, key, fingerprint, options };
+    return { scope, key, fingerprint, options, context };
   }
 
   /** The route's options: module, then controller, then method, merged once per route. */

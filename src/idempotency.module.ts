@@ -1,15 +1,11 @@
 // IdempotencyModule.forRoot() / forRootAsync(): import once; then put @Idempotent() on routes.
-import {
-  Inject,
-  Logger,
-  Module,
-  type OnApplicationShutdown,
-  type OnModuleInit,
-} from '@nestjs/common';
+import { Inject, Module, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { idempotencyRecordsDdl } from '../migrations/1764403200000-CreateIdempotencyRecords.js';
 import { idempotencyWaitersDdl } from '../migrations/1795910400000-AddIdempotencyWaiters.js';
 import { IdempotencyEngine } from './idempotency.engine.js';
+import { IdempotencyEvents } from './idempotency-events.service.js';
+import { IdempotencyLog } from './idempotency.log.js';
 import {
   ConfigurableIdempotencyModule,
   IDEMPOTENCY_MODULE_OPTIONS,
@@ -38,6 +34,7 @@ import { IdempotencyKeys } from './idempotency-keys.service.js';
     idempotencyOpenApiProvider,
     ...idempotencyProviders,
     IdempotencyEngine,
+    IdempotencyEvents,
     IdempotencyPurger,
     IdempotencySettlements,
     IdempotencyTransaction,
@@ -48,6 +45,7 @@ import { IdempotencyKeys } from './idempotency-keys.service.js';
   // what applications may inject.
   exports: [
     IdempotencyEngine,
+    IdempotencyEvents,
     IdempotencyTransaction,
     IdempotencyStore,
     IdempotencyPurger,
@@ -60,7 +58,7 @@ export class IdempotencyModule
   extends ConfigurableIdempotencyModule
   implements OnModuleInit, OnApplicationShutdown
 {
-  private readonly logger = new Logger('Idempotency');
+  private readonly logger: IdempotencyLog;
 
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
@@ -69,6 +67,7 @@ export class IdempotencyModule
     private readonly store: IdempotencyStore,
   ) {
     super();
+    this.logger = new IdempotencyLog(options.logger);
   }
 
   async onModuleInit(): Promise<void> {

@@ -74,6 +74,7 @@ const MODULE_ONLY_OPTIONS: Record<
   purge: true,
   maxInFlightWaiters: true,
   batching: true,
+  logger: true,
 };
 const PURGE_OPTIONS: Record<keyof IdempotencyPurgeOptions, true> = {
   enabled: true,
@@ -145,6 +146,18 @@ export function assertValidOptions(
     }
     throw new Error(
       `Unknown idempotency option "${name}" in ${label(where)}. Valid options: ${valid.join(', ')}.`,
+    );
+  }
+  const logger = options.logger;
+  if (
+    logger !== undefined &&
+    logger !== false &&
+    (logger === null ||
+      typeof logger !== 'object' ||
+      typeof (logger as { warn?: unknown }).warn !== 'function')
+  ) {
+    throw new Error(
+      `Idempotency option logger must be a Nest LoggerService (log, warn, error...) or false, got ${describeValue(logger)}.`,
     );
   }
   if (options.purge !== undefined) {

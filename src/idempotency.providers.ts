@@ -3,6 +3,7 @@ import type { Provider } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
+import { IdempotencyEvents } from './idempotency-events.service.js';
 import { IdempotencyStore } from './idempotency-store.js';
 import { PostgresIdempotencyListener } from './postgres-idempotency.listener.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
@@ -73,9 +74,9 @@ export const idempotencyProviders: Provider[] = [
   {
     // Connects on the first wait only; Nest closes it on shutdown (its onApplicationShutdown).
     provide: PostgresIdempotencyListener,
-    inject: [IDEMPOTENCY_DATA_SOURCE],
-    useFactory: (connection: IdempotencyConnection | undefined) =>
-      connection && PostgresIdempotencyListener.forDataSource(connection.dataSource),
+    inject: [IDEMPOTENCY_DATA_SOURCE, IdempotencyEvents],
+    useFactory: (connection: IdempotencyConnection | undefined, events: IdempotencyEvents) =>
+      connection && PostgresIdempotencyListener.forDataSource(connection.dataSource, events.log),
   },
   {
     provide: IdempotencyStore,

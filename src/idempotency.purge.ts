@@ -5,7 +5,7 @@
 import {
   Inject,
   Injectable,
-  Logger,
+  Optional,
   type OnApplicationBootstrap,
   type OnModuleDestroy,
 } from '@nestjs/common';
@@ -15,6 +15,7 @@ import type { IdempotencyModuleOptions } from './idempotency-options.interface.j
 import { IdempotencyStore } from './idempotency-store.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
+import { IdempotencyEvents } from './idempotency-events.service.js';
 
 export const DEFAULT_PURGE_INTERVAL_MS = 60_000;
 export const DEFAULT_PURGE_BATCH_SIZE = 5_000;
@@ -62,6 +63,8 @@ export async function purgeExpiredIdempotencyRecords(
 export async function sweepExpired(
   store: IdempotencyStore,
   options: Omit<PurgeOptions, 'tableName'> = {},
+  /** Hears each batch: how many it deleted and how long its statement took. */
+  onBatch?: (deleted: number, storeMs: number) => void,
 ): Promise<PurgeSweep> {
   const batchSize = options.batchSize ?? DEFAULT_PURGE_BATCH_SIZE;
   const timeBoxMs = options.timeBoxMs ?? DEFAULT_PURGE_TIME_BOX_MS;
@@ -70,7 +73,9 @@ export async function sweepExpired(
   const started = Date.now();
   const result: PurgeSweep = { deleted: 0, batches: 0, elapsedMs: 0, stoppedBy: 'drained' };
   for (;;) {
+    const batchStarted = performance.now();
     const deleted = await store.purgeExpired(batchSize, { timeoutMs });
+    onBatch?.(deleted, performance.now() - batchStarted);
     result.deleted += deleted;
     result.batches++;
     result.elapsedMs = Date.now() - started;
@@ -92,14 +97,18 @@ export async function sweepExpired(
 /** Runs the sweep every `purge.intervalMs` while the application runs. */
 @Injectable()
 export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestroy {
-  private readonly logger = new Logger('Idempotency');
   private timer?: NodeJS.Timeout;
   private running?: Promise<unknown>;
 
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
     private readonly store: IdempotencyStore,
+    @Optional() private readonly events: IdempotencyEvents = new IdempotencyEvents(options),
   ) {}
+
+  private get logger() {
+    return this.events.log;
+  }
 
   onApplicationBootstrap(): void {
     const purge = this.options.purge ?? {};
@@ -121,10 +130,15 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
   runOnce(): Promise<number> {
     if (!this.running) {
       const purge = this.options.purge ?? {};
-      this.running = sweepExpired(this.store, {
-        ...purge,
-        statementTimeoutMs: this.options.statementTimeoutMs,
-      })
+      this.running = sweepExpired(
+        this.store,
+        { ...purge, statementTimeoutMs: this.options.statementTimeoutMs },
+        (deleted, storeMs) => {
+          if (this.events.wants('purge-batch')) {
+            this.events.emit({ type: 'purge-batch', deleted, storeMs });
+          }
+        },
+      )
         .then((sweep) => {
           if (sweep.stoppedBy !== 'drained') {
             this.logger.warn(

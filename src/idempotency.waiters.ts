@@ -2,23 +2,19 @@
 // 423 at once: how many may wait at once in this process, and the end of every wait on
 // shutdown. The waiting itself is the store's (Postgres: a notification on a dedicated
 // connection), so a waiter holds no pool connection, and a store that cannot notify polls.
-import {
-  Inject,
-  Injectable,
-  Logger,
-  Optional,
-  type BeforeApplicationShutdown,
-} from '@nestjs/common';
+import { Inject, Injectable, Optional, type BeforeApplicationShutdown } from '@nestjs/common';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_MAX_IN_FLIGHT_WAITERS, WAIT_BLIND_POLL_MS } from './idempotency.constants.js';
+import { idempotencyKeyHash } from './idempotency.events.js';
+import { IdempotencyLog } from './idempotency.log.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
 import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { IdempotencyStore, type ClaimResult, type InFlightRecord } from './idempotency-store.js';
 
 @Injectable()
 export class IdempotencyWaiters implements BeforeApplicationShutdown {
-  private readonly logger = new Logger('Idempotency');
+  private readonly logger: IdempotencyLog;
   private readonly max: number;
   private waiting = 0;
   private readonly stopping = new AbortController();
@@ -28,8 +24,9 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
   constructor(
     @Optional()
     @Inject(IDEMPOTENCY_MODULE_OPTIONS)
-    options?: Pick<IdempotencyModuleOptions, 'maxInFlightWaiters'>,
+    options?: Pick<IdempotencyModuleOptions, 'maxInFlightWaiters' | 'logger'>,
   ) {
+    this.logger = new IdempotencyLog(options?.logger);
     this.max = options?.maxInFlightWaiters ?? DEFAULT_MAX_IN_FLIGHT_WAITERS;
     // Every waiter listens for shutdown while it waits: as many listeners as waiters.
     setMaxListeners(this.max + 10, this.stopping.signal);
@@ -137,7 +134,7 @@ export class InFlightWait {
       // A failing wait must not spin on claims: pause, then let the claim decide (it
       // answers 503 if the database is what failed).
       this.waiters.warn(
-        `Waiting for key "${this.record.key}" failed, polling instead: ${error instanceof Error ? error.message : String(error)}`,
+        `Waiting for key ${idempotencyKeyHash(this.record.scope, this.record.key)} failed, polling instead: ${error instanceof Error ? error.message : String(error)}`,
       );
       await sleep(Math.min(timeoutMs, WAIT_BLIND_POLL_MS), undefined, { signal }).catch(
         () => undefined,

@@ -5,6 +5,29 @@ export { Idempotent } from './idempotent.decorator.js';
 export { IdempotencyTransaction } from './idempotency.transaction.js';
 export { IdempotencyInterceptor } from './idempotency.interceptor.js';
 export { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
+export { IdempotencyEvents } from './idempotency-events.service.js';
+export {
+  IDEMPOTENCY_CHANNELS,
+  IDEMPOTENCY_EVENT_TYPES,
+  idempotencyKeyHash,
+  type IdempotencyEvent,
+  type IdempotencyEventBase,
+  type IdempotencyEventOf,
+  type IdempotencyEventType,
+  type IdempotencyClaimedEvent,
+  type IdempotencyReplayedEvent,
+  type IdempotencyInFlightEvent,
+  type IdempotencyMismatchEvent,
+  type IdempotencyRejectedEvent,
+  type IdempotencyCompletedEvent,
+  type IdempotencyReleasedEvent,
+  type IdempotencyHeldEvent,
+  type IdempotencyLeaseRenewedEvent,
+  type IdempotencyLeaseLostEvent,
+  type IdempotencyLeaseTakenOverEvent,
+  type IdempotencyStoreUnavailableEvent,
+  type IdempotencyPurgeBatchEvent,
+} from './idempotency.events.js';
 export {
   idempotencyApolloPlugin,
   idempotencyMercuriusHooks,

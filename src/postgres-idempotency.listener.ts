@@ -3,7 +3,7 @@
 // Dedicated, not taken from the pool: LISTEN lasts as long as its session, and a waiter must
 // never hold a pool connection while it waits. Opened by the first wait, so an application
 // that never waits never opens it.
-import { Logger } from '@nestjs/common';
+import { Logger, type LoggerService } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 
 /** After a failed connection attempt, waits poll instead of reconnecting for this long. */
@@ -33,7 +33,6 @@ interface PoolOptions {
 }
 
 export class PostgresIdempotencyListener {
-  private readonly logger = new Logger('Idempotency');
   private client?: ListenerClient;
   private connecting?: Promise<ListenerClient>;
   /** Channels LISTENed on the current connection (or being). */
@@ -52,13 +51,20 @@ export class PostgresIdempotencyListener {
    *   () => new pg.Client({ connectionString: url, application_name: listenerApplicationName('billing') }),
    * )
    */
-  constructor(private readonly createClient: () => ListenerClient) {}
+  constructor(
+    private readonly createClient: () => ListenerClient,
+    /** Where it warns about a lost connection. @default new Logger('Idempotency') */
+    private readonly logger: Pick<LoggerService, 'warn'> = new Logger('Idempotency'),
+  ) {}
 
   /**
    * A listener on the same database, as the same user, as a TypeORM Postgres DataSource's
    * pool (read when it first connects, so the DataSource may still be initializing now).
    */
-  static forDataSource(dataSource: DataSource): PostgresIdempotencyListener {
+  static forDataSource(
+    dataSource: DataSource,
+    logger?: Pick<LoggerService, 'warn'>,
+  ): PostgresIdempotencyListener {
     return new PostgresIdempotencyListener(() => {
       const driver = dataSource.driver as {
         postgres?: { Client: new (settings: PoolOptions) => ListenerClient };
@@ -71,7 +77,7 @@ export class PostgresIdempotencyListener {
         application_name: listenerApplicationName(options.application_name),
         keepAlive: true,
       });
-    });
+    }, logger);
   }
 
   /**

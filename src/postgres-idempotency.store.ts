@@ -187,7 +187,12 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       const row = rows[0];
       if (!row || (row.outcome === 'existing' && row.claimable)) continue; // raced: look again
       if (row.outcome === 'claimed') {
-        return { outcome: 'claimed', record: { scope, key, token: String(row.token) } };
+        const record = { scope, key, token: String(row.token) };
+        // `state` is the record's state as the claim found it: in progress means a lapsed lease
+        // (only the single statement takes over; a batch's claimed rows have none).
+        return row.state === 'in_progress'
+          ? { outcome: 'claimed', record, takenOver: true }
+          : { outcome: 'claimed', record };
       }
       if (!row.same_request) return { outcome: 'mismatch' };
       if (row.state === 'completed') {
@@ -528,14 +533,16 @@ function buildStatements(tableName?: string) {
              AND NOT EXISTS (SELECT 1 FROM inserted)
              AND ((r.expires_at <= now() AND (r.state = 'completed' OR r.locked_until <= now()))
                   OR (r.state = 'in_progress' AND r.locked_until <= now() AND r.fingerprint = $3))
-          RETURNING fencing_token
+          -- The subquery reads the statement's snapshot: the state before this takeover.
+          RETURNING fencing_token, (SELECT p.state FROM ${table} AS p
+                                     WHERE p.scope = $1 AND p.idempotency_key = $2) AS previous_state
         )
         SELECT 'claimed' AS outcome, fencing_token::text AS token, NULL AS state,
                NULL::boolean AS same_request, NULL::boolean AS claimable, NULL::float8 AS lease_left_ms,
                NULL::smallint AS response_status, NULL::jsonb AS response_headers, NULL::bytea AS response_body
           FROM inserted
         UNION ALL
-        SELECT 'claimed', fencing_token::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
+        SELECT 'claimed', fencing_token::text, previous_state, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
         UNION ALL
         SELECT 'existing', NULL, r.state, r.fingerprint = $3,
                (r.expires_at <= now() AND (r.state = 'completed' OR r.locked_until <= now()))

@@ -68,6 +68,11 @@ export interface WalkthroughResult {
   createdBookings: number;
   /** Distinct booking ids seen in the responses. */
   distinctBookingIds: number;
+  /**
+   * The app's idempotency counters from GET /metrics, by event type (every handler summed);
+   * empty when the app serves none.
+   */
+  counters: Record<string, number>;
 }
 
 interface Sent {
@@ -503,7 +508,42 @@ export async function runWalkthrough(options: WalkthroughOptions): Promise<Walkt
       ? '   All good: every retry was safe.'
       : '   Something did not match the contract (see ✗ above).',
   );
-  return { ok, steps, expectedBookings, createdBookings, distinctBookingIds: bookingIds.size };
+  const counters = await printCounters(base, log);
+  return {
+    ok,
+    steps,
+    expectedBookings,
+    createdBookings,
+    distinctBookingIds: bookingIds.size,
+    counters,
+  };
+}
+
+/**
+ * Prints what the app counted (GET /metrics, the Prometheus recipe of the README) and returns
+ * the counts by event type. The app counts for its whole life: with DEMO_URL, earlier
+ * requests are included.
+ */
+async function printCounters(
+  base: string,
+  log: (line: string) => void,
+): Promise<Record<string, number>> {
+  const counters: Record<string, number> = {};
+  const response = await fetch(`${base}/metrics`).catch(() => undefined);
+  log('');
+  log('── What the app counted (GET /metrics)');
+  if (!response?.ok) {
+    log(`   No metrics: GET /metrics answered ${response?.status ?? 'nothing'}.`);
+    return counters;
+  }
+  for (const line of (await response.text()).split('\n')) {
+    const match = /^idempotency_events_total\{type="([^"]+)",handler="([^"]*)"\} (\S+)$/.exec(line);
+    if (!match) continue;
+    const [, type, handler, value] = match;
+    counters[type] = (counters[type] ?? 0) + Number(value);
+    log(`   ${type.padEnd(18)} ${handler.padEnd(40)} ${value}`);
+  }
+  return counters;
 }
 
 /** A valid instant-booking body. */

@@ -77,7 +77,10 @@ export class InMemoryIdempotencyStore extends IdempotencyStore {
         expiresAt: now + retentionMs,
         createdAt: now,
       });
-      return { outcome: 'claimed', record: { scope, key, token } };
+      const record = { scope, key, token };
+      return existing?.state === 'in_progress'
+        ? { outcome: 'claimed', record, takenOver: true }
+        : { outcome: 'claimed', record };
     }
     if (!sameRequest) return { outcome: 'mismatch' };
     if (existing.state === 'completed') {

@@ -107,6 +107,22 @@ describe('npm run demo walkthrough', () => {
     expect(rows).toHaveLength(bookings);
   });
 
+  it('ends by printing what the app counted at GET /metrics, every outcome it showed included', () => {
+    const python = result.steps.at(-1)!.expectedBookings;
+    const text = lines.join('\n');
+    expect(text).toContain('── What the app counted (GET /metrics)');
+    expect(text).toMatch(/replayed\s+BookingsController\.\w+\s+\d+/);
+    // Each keyed booking claimed and completed once (the two keyless ones are not tracked),
+    // and each booking's event once by the confirmation sender.
+    expect(result.counters.claimed).toBe(5 + python + (7 + python));
+    expect(result.counters.completed).toBe(5 + python + (7 + python));
+    // Redelivered events, and the retries that a 409 answered.
+    expect(result.counters.replayed).toBeGreaterThanOrEqual(3);
+    expect(result.counters['in-flight']).toBeGreaterThanOrEqual(1);
+    expect(result.counters.mismatch).toBe(1);
+    expect(result.counters.rejected).toBe(1);
+  });
+
   it('stores one completed idempotency record per key that succeeded, in the partner scope', async () => {
     const rows: { scope: string; state: string }[] = await app.dataSource.query(
       `SELECT scope, state FROM ${schema}.idempotency_records ORDER BY created_at`,

@@ -3,6 +3,8 @@
 // `extensions.idempotency`; in flight, reuse and bad keys are GraphQL errors with
 // `extensions.code`; `transactional: true` commits the resolver's writes with the record.
 import { randomUUID } from 'node:crypto';
+import { idempotencyKeyHash } from '../../src/index.js';
+import { EventLog } from '../support/events.js';
 import {
   createGraphqlApp,
   GRAPHQL_DRIVERS,
@@ -58,6 +60,37 @@ describe.each(GRAPHQL_DRIVERS)('GraphQL mutations under %s', (driver) => {
       idempotency: { replayed: [{ path: ['book'], key }] },
     });
     expect(t.runs.count('book')).toBe(1);
+  });
+
+  it('reports the claim, completion and replay as events of the graphql context', async () => {
+    const log = new EventLog();
+    try {
+      const key = randomUUID();
+      const hash = idempotencyKeyHash('graphql:Mutation.book|', key);
+      const first = await t.gql(BOOK, { input: { product: 'events' } }, withKey(key));
+      expect(first.json.data.book).toMatchObject({ product: 'events', run: 1 });
+      const again = await t.gql(BOOK, { input: { product: 'events' } }, withKey(key));
+      expect(again.json.data.book).toEqual(first.json.data.book);
+      expect(t.runs.count('book')).toBe(1);
+      expect(log.typesFor(hash)).toEqual(['claimed', 'completed', 'replayed']);
+      const call = {
+        context: 'graphql',
+        handler: 'BookingsResolver.book',
+        scope: 'graphql:Mutation.book|',
+        keyHash: hash,
+      };
+      expect(log.of('claimed', hash)[0]).toEqual({
+        type: 'claimed',
+        ...call,
+        claimMs: expect.any(Number),
+        waitedMs: 0,
+      });
+      expect(log.of('completed', hash)[0]).toMatchObject({ ...call, status: 200 });
+      expect(log.of('replayed', hash)[0]).toMatchObject({ ...call, status: 200 });
+      expect(JSON.stringify(log.events)).not.toContain(key);
+    } finally {
+      log.close();
+    }
   });
 
   it('stores the field value as JSON under the mutation field namespace, not the HTTP document', async () => {

@@ -6,6 +6,8 @@
 import type { ClientProxy } from '@nestjs/microservices';
 import { randomUUID } from 'node:crypto';
 import { firstValueFrom, toArray } from 'rxjs';
+import { idempotencyKeyHash } from '../../src/index.js';
+import { EventLog } from '../support/events.js';
 import { sql } from '../support/graphql-app.js';
 import { waitFor } from '../support/processes.js';
 import {
@@ -57,6 +59,31 @@ describe.each(RPC_TRANSPORTS)('@MessagePattern over %s', (transport) => {
     );
     expect(record.scope).toBe('rpc:BookingsHandler.book|');
     expect(JSON.parse(record.response_body.toString())).toEqual([first]);
+  });
+
+  it('reports the claim, completion and replay as events of the rpc context', async () => {
+    const log = new EventLog();
+    try {
+      const requestId = randomUUID();
+      const scope = 'rpc:BookingsHandler.book|';
+      const hash = idempotencyKeyHash(scope, requestId);
+      const first = await book({ requestId, product: 'events' });
+      expect(await book({ requestId, product: 'events' })).toEqual(first);
+      expect(t.runs.count('book')).toBe(1);
+      expect(log.typesFor(hash)).toEqual(['claimed', 'completed', 'replayed']);
+      const call = { context: 'rpc', handler: 'BookingsHandler.book', scope, keyHash: hash };
+      expect(log.of('claimed', hash)[0]).toEqual({
+        type: 'claimed',
+        ...call,
+        claimMs: expect.any(Number),
+        waitedMs: 0,
+      });
+      expect(log.of('completed', hash)[0]).toMatchObject({ ...call, status: 200 });
+      expect(log.of('replayed', hash)[0]).toMatchObject({ ...call, status: 200 });
+      expect(JSON.stringify(log.events)).not.toContain(requestId);
+    } finally {
+      log.close();
+    }
   });
 
   it('a streamed reply is stored whole and replayed value by value', async () => {

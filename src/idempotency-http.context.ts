@@ -30,11 +30,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   constructor(private readonly engine: IdempotencyEngine) {}
 
   applies(context: ExecutionContext): boolean {
-    return !SAFE_METHODS.has(context.switchToHttp().getRequest().method);
+    return !SAFE_METHODS.has(requestOf(context).method);
   }
 
   readKey(context: ExecutionContext, options: ResolvedOptions): string | undefined {
-    return readIdempotencyKey(context.switchToHttp().getRequest(), options.headerName);
+    return readIdempotencyKey(requestOf(context), options.headerName);
   }
 
   prepare(context: ExecutionContext): void {
@@ -42,11 +42,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 
   scopeSubject(context: ExecutionContext): unknown {
-    return context.switchToHttp().getRequest();
+    return requestOf(context);
   }
 
   fingerprint(context: ExecutionContext): Promise<Buffer> {
-    return fingerprintHttpRequest(context.switchToHttp().getRequest(), {
+    return fingerprintHttpRequest(requestOf(context), {
       target: withoutTrailingSlash,
     });
   }
@@ -65,7 +65,7 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
     record: ClaimedRecord,
     next: CallHandler,
   ): Observable<unknown> {
-    const response = context.switchToHttp().getResponse();
+    const response = context.getArgByIndex(1);
     const raw = response.raw ?? response;
     return call.options.transactional
       ? this.runInTransaction(raw, call, record, next)
@@ -182,6 +182,14 @@ function watch(
       handler.abandoned();
     };
   });
+}
+
+/**
+ * The request, as `switchToHttp().getRequest()` returns it: that call makes three closures
+ * each time, and this context asks for the request several times per call.
+ */
+function requestOf(context: ExecutionContext): any {
+  return context.getArgByIndex(0);
 }
 
 function problemResponse(problem: IdempotencyException): ReplacementResponse {

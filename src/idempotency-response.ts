@@ -56,6 +56,8 @@ class Hold {
   constructor(
     /** Node's methods, or the wrappers middleware such as compression put on the instance. */
     readonly original: Patched,
+    /** The response's own prototype, when it is held by a prototype in front of it. */
+    readonly prototype: object | undefined,
     readonly storedHeaders: readonly string[],
     readonly settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
   ) {}
@@ -103,6 +105,21 @@ export function holdResponse(
   storedHeaders: readonly string[],
   settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
 ): void {
+  if (!hasOwnStandIns(response)) {
+    // The usual case: one prototype put in front of the response's own (as Express does to
+    // every response), rather than nine properties added to each response and seven put back.
+    const prototype = Object.getPrototypeOf(response) as object;
+    (response as HeldResponse)[HOLD] = new Hold(
+      prototype as Patched,
+      prototype,
+      storedHeaders,
+      settle,
+    );
+    Object.setPrototypeOf(response, heldPrototypeOf(prototype));
+    return;
+  }
+  // Middleware has wrapped some of these methods on the response itself (compression,
+  // on-headers): those wrappers are what to stand in for, and to call at delivery.
   const original: Patched = {
     writeHead: response.writeHead,
     write: response.write,
@@ -112,9 +129,49 @@ export function holdResponse(
     appendHeader: response.appendHeader,
     removeHeader: response.removeHeader,
   };
-  (response as HeldResponse)[HOLD] = new Hold(original, storedHeaders, settle);
+  (response as HeldResponse)[HOLD] = new Hold(original, undefined, storedHeaders, settle);
   Object.defineProperties(response, STATE_GETTERS);
   Object.assign(response, HELD);
+}
+
+const STAND_INS = [
+  'writeHead',
+  'write',
+  'end',
+  'flushHeaders',
+  'setHeader',
+  'appendHeader',
+  'removeHeader',
+  'headersSent',
+  'writableEnded',
+];
+
+function hasOwnStandIns(response: ServerResponse): boolean {
+  for (const name of STAND_INS) if (Object.hasOwn(response, name)) return true;
+  return false;
+}
+
+/** For each prototype responses have (Node's, each Express app's), the one that holds them. */
+const heldPrototypes = new WeakMap<object, object>();
+
+function heldPrototypeOf(prototype: object): object {
+  let held = heldPrototypes.get(prototype);
+  if (!held) {
+    held = Object.create(prototype, STATE_GETTERS) as object;
+    Object.assign(held, HELD);
+    heldPrototypes.set(prototype, held);
+  }
+  return held;
+}
+
+/**
+ * Gives the response back its own methods. Put back by assignment, not `delete`, which would
+ * turn the response into a slow dictionary-mode object for the rest of its life.
+ */
+function release(response: ServerResponse, hold: Hold): void {
+  hold.held = false;
+  if (hold.prototype) Object.setPrototypeOf(response, hold.prototype);
+  else Object.assign(response, hold.original);
 }
 
 function holdOf(response: ServerResponse): Hold {
@@ -226,10 +283,7 @@ function endHeld(
     status < 200 || status === 204 || status === 304 || response.req?.method === 'HEAD';
   const body = bodiless ? Buffer.alloc(0) : Buffer.concat(hold.chunks);
   const deliver = (replacement?: ReplacementResponse) => {
-    // Put back by assignment, not `delete`, which would turn the response into a slow
-    // dictionary-mode object for the rest of its life.
-    hold.held = false;
-    Object.assign(response, hold.original);
+    release(response, hold);
     try {
       if (replacement) return sendReplacement(response, replacement, done);
       response.statusCode = status;

@@ -134,7 +134,7 @@ export function holdResponse(
   Object.assign(response, HELD);
 }
 
-const STAND_INS = [
+const METHODS = [
   'writeHead',
   'write',
   'end',
@@ -142,9 +142,8 @@ const STAND_INS = [
   'setHeader',
   'appendHeader',
   'removeHeader',
-  'headersSent',
-  'writableEnded',
-];
+] as const;
+const STAND_INS = [...METHODS, 'headersSent', 'writableEnded'];
 
 function hasOwnStandIns(response: ServerResponse): boolean {
   for (const name of STAND_INS) if (Object.hasOwn(response, name)) return true;
@@ -166,12 +165,19 @@ function heldPrototypeOf(prototype: object): object {
 
 /**
  * Gives the response back its own methods. Put back by assignment, not `delete`, which would
- * turn the response into a slow dictionary-mode object for the rest of its life.
+ * turn the response into a slow dictionary-mode object for the rest of its life; a method
+ * wrapped while the response was held keeps its wrapper (which calls through to the real one).
  */
 function release(response: ServerResponse, hold: Hold): void {
   hold.held = false;
-  if (hold.prototype) Object.setPrototypeOf(response, hold.prototype);
-  else Object.assign(response, hold.original);
+  if (hold.prototype) {
+    Object.setPrototypeOf(response, hold.prototype);
+    return;
+  }
+  const methods = response as unknown as Record<string, unknown>;
+  const held = HELD as unknown as Record<string, unknown>;
+  const original = hold.original as unknown as Record<string, unknown>;
+  for (const name of METHODS) if (methods[name] === held[name]) methods[name] = original[name];
 }
 
 function holdOf(response: ServerResponse): Hold {
@@ -187,10 +193,15 @@ function notAfterHead(hold: Hold, verb: string): void {
   if (hold.head) throw headersSentError(verb);
 }
 
-/** What a held response does in place of Node's methods. */
+/**
+ * What a held response does in place of Node's methods. Once it is released, they are its own
+ * methods again: a wrapper put on the response while it was held (on-headers in a handler)
+ * calls these, and must reach the real ones.
+ */
 const HELD: Patched = {
   writeHead: function (this: ServerResponse, status: number, ...rest: unknown[]) {
     const hold = holdOf(this);
+    if (!hold.held) return hold.original.writeHead.call(this, status, ...(rest as []));
     notAfterHead(hold, 'write');
     const message = typeof rest[0] === 'string' ? rest[0] : undefined;
     const headers = (typeof rest[0] === 'string' ? rest[1] : rest[0]) as
@@ -214,6 +225,8 @@ const HELD: Patched = {
 
   write: function (this: ServerResponse, chunk: unknown, encoding?: unknown, callback?: unknown) {
     const hold = holdOf(this);
+    if (!hold.held)
+      return hold.original.write.call(this, chunk, encoding as never, callback as never);
     const done = typeof encoding === 'function' ? encoding : callback;
     const buffer = toBuffer(chunk, encoding);
     if (hold.ended) {
@@ -227,11 +240,16 @@ const HELD: Patched = {
   } as Patched['write'],
 
   end: function (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) {
-    return endHeld(this, chunk, encoding, callback);
+    const hold = holdOf(this);
+    if (!hold.held)
+      return hold.original.end.call(this, chunk, encoding as never, callback as never);
+    return endHeld(this, hold, chunk, encoding, callback);
   } as Patched['end'],
 
   flushHeaders: function (this: ServerResponse) {
-    fixHead(this, holdOf(this));
+    const hold = holdOf(this);
+    if (!hold.held) return hold.original.flushHeaders.call(this);
+    fixHead(this, hold);
   },
 
   setHeader: function (
@@ -240,19 +258,19 @@ const HELD: Patched = {
     value: number | string | readonly string[],
   ) {
     const hold = holdOf(this);
-    notAfterHead(hold, 'set');
+    if (hold.held) notAfterHead(hold, 'set');
     return hold.original.setHeader.call(this, name, value);
   } as Patched['setHeader'],
 
   appendHeader: function (this: ServerResponse, name: string, value: string | readonly string[]) {
     const hold = holdOf(this);
-    notAfterHead(hold, 'append');
+    if (hold.held) notAfterHead(hold, 'append');
     return hold.original.appendHeader.call(this, name, value);
   } as Patched['appendHeader'],
 
   removeHeader: function (this: ServerResponse, name: string) {
     const hold = holdOf(this);
-    notAfterHead(hold, 'remove');
+    if (hold.held) notAfterHead(hold, 'remove');
     hold.original.removeHeader.call(this, name);
   },
 };
@@ -260,11 +278,11 @@ const HELD: Patched = {
 /** end() of a held response: the response is complete, so it is settled, then sent. */
 function endHeld(
   response: ServerResponse,
+  hold: Hold,
   chunk?: unknown,
   encoding?: unknown,
   callback?: unknown,
 ): ServerResponse {
-  const hold = holdOf(response);
   if (typeof chunk === 'function') [callback, chunk] = [chunk, undefined];
   if (typeof encoding === 'function') [callback, encoding] = [encoding, undefined];
   const done = typeof callback === 'function' ? (callback as () => void) : undefined;

@@ -3,7 +3,7 @@
 // ServerResponse under Express and Fastify alike). Replays and problems are rendered by
 // IdempotencyExceptionFilter, which @Idempotent() binds to the route.
 import { StreamableFile, type CallHandler, type ExecutionContext } from '@nestjs/common';
-import { from, map, mergeMap, tap, type Observable } from 'rxjs';
+import { from, mergeMap, Observable, type Subscription } from 'rxjs';
 import { SAFE_METHODS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import type { IdempotencyEngine, IdempotentCall } from './idempotency.engine.js';
@@ -30,11 +30,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   constructor(private readonly engine: IdempotencyEngine) {}
 
   applies(context: ExecutionContext): boolean {
-    return !SAFE_METHODS.has(context.switchToHttp().getRequest().method);
+    return !SAFE_METHODS.has(requestOf(context).method);
   }
 
   readKey(context: ExecutionContext, options: ResolvedOptions): string | undefined {
-    return readIdempotencyKey(context.switchToHttp().getRequest(), options.headerName);
+    return readIdempotencyKey(requestOf(context), options.headerName);
   }
 
   prepare(context: ExecutionContext): void {
@@ -42,11 +42,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 
   scopeSubject(context: ExecutionContext): unknown {
-    return context.switchToHttp().getRequest();
+    return requestOf(context);
   }
 
   fingerprint(context: ExecutionContext): Promise<Buffer> {
-    return fingerprintHttpRequest(context.switchToHttp().getRequest(), {
+    return fingerprintHttpRequest(requestOf(context), {
       target: withoutTrailingSlash,
     });
   }
@@ -65,21 +65,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
     record: ClaimedRecord,
     next: CallHandler,
   ): Observable<unknown> {
-    const response = context.switchToHttp().getResponse();
+    const response = context.getArgByIndex(1);
     const raw = response.raw ?? response;
-    const handled = call.options.transactional
+    return call.options.transactional
       ? this.runInTransaction(raw, call, record, next)
       : this.runPlain(raw, call, record, next);
-    return handled.pipe(
-      map((value) => {
-        if (value instanceof StreamableFile) {
-          throw new IdempotencyUnsupportedResponseException(
-            'A streamed response (StreamableFile) cannot be stored for replay. Return the content instead, or remove @Idempotent() from this route.',
-          );
-        }
-        return value;
-      }),
-    );
   }
 
   /** Runs the handler; its response is stored or the key released once it is written. */
@@ -154,20 +144,52 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
 
 /**
  * Follows the handler from inside every outer interceptor: an error response that the handler
- * did not produce (a timeout interceptor, a failing serializer) must not free the key.
+ * did not produce (a timeout interceptor, a failing serializer) must not free the key. Refuses
+ * a streamed result, which cannot be stored. One Observable rather than operators: this runs
+ * on every request.
  */
 function watch(
   handled: Observable<unknown>,
   handler: HandlerOutcome,
   raw: any,
 ): Observable<unknown> {
-  return handled.pipe(
-    tap({
-      complete: () => handler.answered(raw.statusCode),
-      error: () => handler.failed(),
-      unsubscribe: () => handler.abandoned(),
-    }),
-  );
+  return new Observable<unknown>((subscriber) => {
+    let subscription: Subscription | undefined = undefined;
+    subscription = handled.subscribe({
+      next: (value) => {
+        if (!(value instanceof StreamableFile)) return subscriber.next(value);
+        // Torn down first, as an operator that throws does: the handler counts as abandoned.
+        subscription?.unsubscribe();
+        handler.abandoned();
+        subscriber.error(
+          new IdempotencyUnsupportedResponseException(
+            'A streamed response (StreamableFile) cannot be stored for replay. Return the content instead, or remove @Idempotent() from this route.',
+          ),
+        );
+      },
+      error: (error: unknown) => {
+        handler.failed();
+        subscriber.error(error);
+      },
+      complete: () => {
+        handler.answered(raw.statusCode);
+        subscriber.complete();
+      },
+    });
+    // Once the handler has finished this changes nothing; before, it was torn down.
+    return () => {
+      subscription?.unsubscribe();
+      handler.abandoned();
+    };
+  });
+}
+
+/**
+ * The request, as `switchToHttp().getRequest()` returns it: that call makes three closures
+ * each time, and this context asks for the request several times per call.
+ */
+function requestOf(context: ExecutionContext): any {
+  return context.getArgByIndex(0);
 }
 
 function problemResponse(problem: IdempotencyException): ReplacementResponse {

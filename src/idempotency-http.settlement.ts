@@ -16,12 +16,9 @@ export function isSuccessStatus(status: number): boolean {
 export class HandlerOutcome {
   private state: 'running' | 'failed' | 'answered' | 'abandoned' = 'running';
   private status?: number;
-  private readonly done: Promise<void>;
-  private finish!: () => void;
-
-  constructor() {
-    this.done = new Promise((resolve) => (this.finish = resolve));
-  }
+  /** Made only when someone waits: almost no response is written before its handler ends. */
+  private done?: Promise<void>;
+  private finish?: () => void;
 
   /** Returned (or completed), with the response's status at that moment. */
   answered(status: number): void {
@@ -44,7 +41,8 @@ export class HandlerOutcome {
 
   /** Resolves once the handler has finished or was torn down. */
   finished(): Promise<void> {
-    return this.done;
+    if (this.state !== 'running') return Promise.resolve();
+    return (this.done ??= new Promise((resolve) => (this.finish = resolve)));
   }
 
   /** Whether an error response is the handler's own: it threw, or answered with an error. */
@@ -56,7 +54,7 @@ export class HandlerOutcome {
     if (this.state !== 'running') return;
     this.state = state;
     this.status = status;
-    this.finish();
+    this.finish?.();
   }
 }
 

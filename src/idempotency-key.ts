@@ -27,7 +27,8 @@ export function readIdempotencyKey(request: any, headerName: string): string | u
   }
   let seen = 0;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].toLowerCase() === lower) seen++;
+    // Lower-casing makes a string: only names of the right length can match.
+    if (raw[i].length === lower.length && raw[i].toLowerCase() === lower) seen++;
   }
   if (seen > 1)
     throw new IdempotencyKeyInvalidException(headerName, 'the header was sent more than once');

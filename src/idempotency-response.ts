@@ -29,25 +29,40 @@ export interface ReplacementResponse {
 }
 
 /** The ServerResponse methods the capture stands in for while it holds the response. */
-const PATCHED = [
-  'writeHead',
-  'write',
-  'end',
-  'flushHeaders',
-  'setHeader',
-  'appendHeader',
-  'removeHeader',
-] as const;
-type Patched = Pick<ServerResponse, (typeof PATCHED)[number]>;
+type Patched = Pick<
+  ServerResponse,
+  'writeHead' | 'write' | 'end' | 'flushHeaders' | 'setHeader' | 'appendHeader' | 'removeHeader'
+>;
 
-/** Where a held response keeps what its state getters report. */
+/** Where a held response keeps its state: what it reports, what was written, where it goes. */
 const HOLD = Symbol('idempotency.hold');
-interface HoldState {
-  held: boolean;
-  headSent: boolean;
-  ended: boolean;
+
+/**
+ * One held response. The methods that stand in for Node's are the same functions for every
+ * response and find this through `this[HOLD]`: closures made per response would be seven
+ * allocations on every request, for no state the response cannot carry.
+ */
+class Hold {
+  held = true;
+  headSent = false;
+  ended = false;
+  /** The status and message fixed by the first writeHead(), write() or end(). */
+  head: { status: number; message: string | undefined } | undefined = undefined;
+  /** writeHead()'s arguments, passed on as given at delivery. */
+  headArgs: unknown[] | undefined = undefined;
+  headHeaders: OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined = undefined;
+  readonly chunks: Buffer[] = [];
+
+  constructor(
+    /** Node's methods, or the wrappers middleware such as compression put on the instance. */
+    readonly original: Patched,
+    /** The response's own prototype, when it is held by a prototype in front of it. */
+    readonly prototype: object | undefined,
+    readonly storedHeaders: readonly string[],
+    readonly settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
+  ) {}
 }
-type HeldResponse = ServerResponse & { [HOLD]?: HoldState };
+type HeldResponse = ServerResponse & { [HOLD]?: Hold };
 
 const nodeHeadersSent = Object.getOwnPropertyDescriptor(
   OutgoingMessage.prototype,
@@ -67,15 +82,15 @@ const STATE_GETTERS: PropertyDescriptorMap = {
   headersSent: {
     configurable: true,
     get(this: HeldResponse) {
-      const state = this[HOLD];
-      return state?.held ? state.headSent : nodeHeadersSent.call(this);
+      const hold = this[HOLD];
+      return hold?.held ? hold.headSent : nodeHeadersSent.call(this);
     },
   },
   writableEnded: {
     configurable: true,
     get(this: HeldResponse) {
-      const state = this[HOLD];
-      return state?.held ? state.ended : nodeWritableEnded.call(this);
+      const hold = this[HOLD];
+      return hold?.held ? hold.ended : nodeWritableEnded.call(this);
     },
   },
 };
@@ -90,127 +105,218 @@ export function holdResponse(
   storedHeaders: readonly string[],
   settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
 ): void {
-  // Node's methods, or the wrappers middleware such as compression put on the instance.
-  const original = Object.fromEntries(PATCHED.map((name) => [name, response[name]])) as Patched;
-  const chunks: Buffer[] = [];
-  let head: { status: number; message: string | undefined } | undefined;
-  let headArgs: unknown[] | undefined;
-  let headHeaders: OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
-  const state: HoldState = { held: true, headSent: false, ended: false };
-  (response as HeldResponse)[HOLD] = state;
+  if (!hasOwnStandIns(response)) {
+    // The usual case: one prototype put in front of the response's own (as Express does to
+    // every response), rather than nine properties added to each response and seven put back.
+    const prototype = Object.getPrototypeOf(response) as object;
+    (response as HeldResponse)[HOLD] = new Hold(
+      prototype as Patched,
+      prototype,
+      storedHeaders,
+      settle,
+    );
+    Object.setPrototypeOf(response, heldPrototypeOf(prototype));
+    return;
+  }
+  // Middleware has wrapped some of these methods on the response itself (compression,
+  // on-headers): those wrappers are what to stand in for, and to call at delivery.
+  const original: Patched = {
+    writeHead: response.writeHead,
+    write: response.write,
+    end: response.end,
+    flushHeaders: response.flushHeaders,
+    setHeader: response.setHeader,
+    appendHeader: response.appendHeader,
+    removeHeader: response.removeHeader,
+  };
+  (response as HeldResponse)[HOLD] = new Hold(original, undefined, storedHeaders, settle);
   Object.defineProperties(response, STATE_GETTERS);
+  Object.assign(response, HELD);
+}
 
-  const fixHead = () => {
-    head ??= { status: response.statusCode, message: response.statusMessage || undefined };
-    state.headSent = true;
-  };
-  const notAfterHead = (verb: string) => {
-    if (head) throw headersSentError(verb);
-  };
-  // Put back by assignment, not `delete`, which would turn the response into a slow
-  // dictionary-mode object for the rest of its life.
-  const release = () => {
-    state.held = false;
-    Object.assign(response, original);
-  };
+const METHODS = [
+  'writeHead',
+  'write',
+  'end',
+  'flushHeaders',
+  'setHeader',
+  'appendHeader',
+  'removeHeader',
+] as const;
+const STAND_INS = [...METHODS, 'headersSent', 'writableEnded'];
 
-  const patch: Patched = {
-    writeHead: function (this: ServerResponse, status: number, ...rest: unknown[]) {
-      notAfterHead('write');
-      const message = typeof rest[0] === 'string' ? rest[0] : undefined;
-      const headers = (typeof rest[0] === 'string' ? rest[1] : rest[0]) as
-        OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
-      const code = Math.trunc(Number(status));
-      if (!(code >= 100 && code <= 999)) {
-        throw Object.assign(new RangeError(`Invalid status code: ${status}`), {
-          code: 'ERR_HTTP_INVALID_STATUS_CODE',
-        });
-      }
-      validateHeaders(headers);
-      // Passed on as given at delivery, so Node merges them with the headers set before
-      // exactly as it would have; the stored headers read them from here meanwhile.
-      headArgs = [code, ...rest];
-      headHeaders = headers;
-      response.statusCode = code;
-      if (message !== undefined) response.statusMessage = message;
-      fixHead();
-      return this;
-    } as Patched['writeHead'],
+function hasOwnStandIns(response: ServerResponse): boolean {
+  for (const name of STAND_INS) if (Object.hasOwn(response, name)) return true;
+  return false;
+}
 
-    write: function (this: ServerResponse, chunk: unknown, encoding?: unknown, callback?: unknown) {
-      const done = typeof encoding === 'function' ? encoding : callback;
-      const buffer = toBuffer(chunk, encoding);
-      if (state.ended) {
-        writeAfterEnd(response, done);
-        return true;
-      }
-      fixHead();
-      chunks.push(buffer);
-      if (typeof done === 'function') process.nextTick(done as () => void);
+/** For each prototype responses have (Node's, each Express app's), the one that holds them. */
+const heldPrototypes = new WeakMap<object, object>();
+
+function heldPrototypeOf(prototype: object): object {
+  let held = heldPrototypes.get(prototype);
+  if (!held) {
+    held = Object.create(prototype, STATE_GETTERS) as object;
+    Object.assign(held, HELD);
+    heldPrototypes.set(prototype, held);
+  }
+  return held;
+}
+
+/**
+ * Gives the response back its own methods. Put back by assignment, not `delete`, which would
+ * turn the response into a slow dictionary-mode object for the rest of its life; a method
+ * wrapped while the response was held keeps its wrapper (which calls through to the real one).
+ */
+function release(response: ServerResponse, hold: Hold): void {
+  hold.held = false;
+  if (hold.prototype) {
+    Object.setPrototypeOf(response, hold.prototype);
+    return;
+  }
+  const methods = response as unknown as Record<string, unknown>;
+  const held = HELD as unknown as Record<string, unknown>;
+  const original = hold.original as unknown as Record<string, unknown>;
+  for (const name of METHODS) if (methods[name] === held[name]) methods[name] = original[name];
+}
+
+function holdOf(response: ServerResponse): Hold {
+  return (response as HeldResponse)[HOLD]!;
+}
+
+function fixHead(response: ServerResponse, hold: Hold): void {
+  hold.head ??= { status: response.statusCode, message: response.statusMessage || undefined };
+  hold.headSent = true;
+}
+
+function notAfterHead(hold: Hold, verb: string): void {
+  if (hold.head) throw headersSentError(verb);
+}
+
+/**
+ * What a held response does in place of Node's methods. Once it is released, they are its own
+ * methods again: a wrapper put on the response while it was held (on-headers in a handler)
+ * calls these, and must reach the real ones.
+ */
+const HELD: Patched = {
+  writeHead: function (this: ServerResponse, status: number, ...rest: unknown[]) {
+    const hold = holdOf(this);
+    if (!hold.held) return hold.original.writeHead.call(this, status, ...(rest as []));
+    notAfterHead(hold, 'write');
+    const message = typeof rest[0] === 'string' ? rest[0] : undefined;
+    const headers = (typeof rest[0] === 'string' ? rest[1] : rest[0]) as
+      OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
+    const code = Math.trunc(Number(status));
+    if (!(code >= 100 && code <= 999)) {
+      throw Object.assign(new RangeError(`Invalid status code: ${status}`), {
+        code: 'ERR_HTTP_INVALID_STATUS_CODE',
+      });
+    }
+    validateHeaders(headers);
+    // Passed on as given at delivery, so Node merges them with the headers set before
+    // exactly as it would have; the stored headers read them from here meanwhile.
+    hold.headArgs = [code, ...rest];
+    hold.headHeaders = headers;
+    this.statusCode = code;
+    if (message !== undefined) this.statusMessage = message;
+    fixHead(this, hold);
+    return this;
+  } as Patched['writeHead'],
+
+  write: function (this: ServerResponse, chunk: unknown, encoding?: unknown, callback?: unknown) {
+    const hold = holdOf(this);
+    if (!hold.held)
+      return hold.original.write.call(this, chunk, encoding as never, callback as never);
+    const done = typeof encoding === 'function' ? encoding : callback;
+    const buffer = toBuffer(chunk, encoding);
+    if (hold.ended) {
+      writeAfterEnd(this, done);
       return true;
-    } as Patched['write'],
+    }
+    fixHead(this, hold);
+    hold.chunks.push(buffer);
+    if (typeof done === 'function') process.nextTick(done as () => void);
+    return true;
+  } as Patched['write'],
 
-    end: function (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) {
-      if (typeof chunk === 'function') [callback, chunk] = [chunk, undefined];
-      if (typeof encoding === 'function') [callback, encoding] = [encoding, undefined];
-      const done = typeof callback === 'function' ? (callback as () => void) : undefined;
-      if (state.ended) {
-        // As Node: a late chunk is an error for its callback; a bare end() waits for 'finish'.
-        if (chunk) writeAfterEnd(response, done);
-        else if (done) response.once('finish', done);
-        return this;
-      }
-      if (chunk) chunks.push(toBuffer(chunk, encoding));
-      fixHead();
-      state.ended = true;
-      const { status, message } = head!;
-      // Node sends no body for these, whatever was written; neither is one stored.
-      const bodiless =
-        status < 200 || status === 204 || status === 304 || response.req?.method === 'HEAD';
-      const body = bodiless ? Buffer.alloc(0) : Buffer.concat(chunks);
-      const deliver = (replacement?: ReplacementResponse) => {
-        release();
-        try {
-          if (replacement) return sendReplacement(response, replacement, done);
-          response.statusCode = status;
-          if (message !== undefined) response.statusMessage = message;
-          if (headArgs) (response.writeHead as (...args: unknown[]) => void)(...headArgs);
-          response.end(bodiless ? undefined : body, done);
-        } catch (error) {
-          // Nothing here may throw into a promise chain nobody awaits (the process would
-          // die): a response that cannot be sent is cut off, as Node does with a broken one.
-          response.destroy(error as Error);
-        }
-      };
-      const headers = pickHeaders(response, storedHeaders, headHeaders);
-      settle({ status, headers, body }).then(deliver, () => deliver());
-      return this;
-    } as Patched['end'],
+  end: function (this: ServerResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) {
+    const hold = holdOf(this);
+    if (!hold.held)
+      return hold.original.end.call(this, chunk, encoding as never, callback as never);
+    return endHeld(this, hold, chunk, encoding, callback);
+  } as Patched['end'],
 
-    flushHeaders: function () {
-      fixHead();
-    },
+  flushHeaders: function (this: ServerResponse) {
+    const hold = holdOf(this);
+    if (!hold.held) return hold.original.flushHeaders.call(this);
+    fixHead(this, hold);
+  },
 
-    setHeader: function (
-      this: ServerResponse,
-      name: string,
-      value: number | string | readonly string[],
-    ) {
-      notAfterHead('set');
-      return original.setHeader.call(response, name, value);
-    } as Patched['setHeader'],
+  setHeader: function (
+    this: ServerResponse,
+    name: string,
+    value: number | string | readonly string[],
+  ) {
+    const hold = holdOf(this);
+    if (hold.held) notAfterHead(hold, 'set');
+    return hold.original.setHeader.call(this, name, value);
+  } as Patched['setHeader'],
 
-    appendHeader: function (this: ServerResponse, name: string, value: string | readonly string[]) {
-      notAfterHead('append');
-      return original.appendHeader.call(response, name, value);
-    } as Patched['appendHeader'],
+  appendHeader: function (this: ServerResponse, name: string, value: string | readonly string[]) {
+    const hold = holdOf(this);
+    if (hold.held) notAfterHead(hold, 'append');
+    return hold.original.appendHeader.call(this, name, value);
+  } as Patched['appendHeader'],
 
-    removeHeader: function (name: string) {
-      notAfterHead('remove');
-      original.removeHeader.call(response, name);
-    },
+  removeHeader: function (this: ServerResponse, name: string) {
+    const hold = holdOf(this);
+    if (hold.held) notAfterHead(hold, 'remove');
+    hold.original.removeHeader.call(this, name);
+  },
+};
+
+/** end() of a held response: the response is complete, so it is settled, then sent. */
+function endHeld(
+  response: ServerResponse,
+  hold: Hold,
+  chunk?: unknown,
+  encoding?: unknown,
+  callback?: unknown,
+): ServerResponse {
+  if (typeof chunk === 'function') [callback, chunk] = [chunk, undefined];
+  if (typeof encoding === 'function') [callback, encoding] = [encoding, undefined];
+  const done = typeof callback === 'function' ? (callback as () => void) : undefined;
+  if (hold.ended) {
+    // As Node: a late chunk is an error for its callback; a bare end() waits for 'finish'.
+    if (chunk) writeAfterEnd(response, done);
+    else if (done) response.once('finish', done);
+    return response;
+  }
+  if (chunk) hold.chunks.push(toBuffer(chunk, encoding));
+  fixHead(response, hold);
+  hold.ended = true;
+  const { status, message } = hold.head!;
+  // Node sends no body for these, whatever was written; neither is one stored.
+  const bodiless =
+    status < 200 || status === 204 || status === 304 || response.req?.method === 'HEAD';
+  const body = bodiless ? Buffer.alloc(0) : Buffer.concat(hold.chunks);
+  const deliver = (replacement?: ReplacementResponse) => {
+    release(response, hold);
+    try {
+      if (replacement) return sendReplacement(response, replacement, done);
+      response.statusCode = status;
+      if (message !== undefined) response.statusMessage = message;
+      if (hold.headArgs) (response.writeHead as (...args: unknown[]) => void)(...hold.headArgs);
+      response.end(bodiless ? undefined : body, done);
+    } catch (error) {
+      // Nothing here may throw into a promise chain nobody awaits (the process would
+      // die): a response that cannot be sent is cut off, as Node does with a broken one.
+      response.destroy(error as Error);
+    }
   };
-  Object.assign(response, patch);
+  const headers = pickHeaders(response, hold.storedHeaders, hold.headHeaders);
+  hold.settle({ status, headers, body }).then(deliver, () => deliver());
+  return response;
 }
 
 /** Throws what Node's writeHead() throws for these headers, when the handler calls it. */

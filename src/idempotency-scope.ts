@@ -12,21 +12,25 @@ export async function resolveScope(
   context: ExecutionContext,
   logger: IdempotencyLog,
 ): Promise<string> {
-  const route = `${context.getClass().name}.${context.getHandler().name}`;
   let scope: unknown;
   try {
     scope = await resolver(subject, context);
   } catch (error) {
     logger.error(
-      `The idempotency scope resolver of ${route} threw, so the request was refused (500 idempotency_scope_unresolved): ${error instanceof Error ? error.message : String(error)}`,
+      `The idempotency scope resolver of ${routeOf(context)} threw, so the request was refused (500 idempotency_scope_unresolved): ${error instanceof Error ? error.message : String(error)}`,
     );
     throw new IdempotencyScopeUnresolvedException();
   }
   if (typeof scope !== 'string') {
     logger.error(
-      `The idempotency scope resolver of ${route} returned ${scope === null ? 'null' : typeof scope}, so the request was refused (500 idempotency_scope_unresolved). It must return a string: the owner's id (e.g. String(request.user.id)), or '' for one scope shared by every client.`,
+      `The idempotency scope resolver of ${routeOf(context)} returned ${scope === null ? 'null' : typeof scope}, so the request was refused (500 idempotency_scope_unresolved). It must return a string: the owner's id (e.g. String(request.user.id)), or '' for one scope shared by every client.`,
     );
     throw new IdempotencyScopeUnresolvedException();
   }
   return scope;
+}
+
+/** The route's name, for the log: made only when there is something to log. */
+function routeOf(context: ExecutionContext): string {
+  return `${context.getClass().name}.${context.getHandler().name}`;
 }

@@ -20,16 +20,7 @@ import {
   type OnModuleInit,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import {
-  catchError,
-  defer,
-  from,
-  lastValueFrom,
-  mergeMap,
-  throwError,
-  toArray,
-  type Observable,
-} from 'rxjs';
+import { defer, from, lastValueFrom, mergeMap, Observable, toArray } from 'rxjs';
 import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import { IdempotencyEngine, type IdempotentCall } from './idempotency.engine.js';
@@ -124,22 +115,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
         this.rejected(error, context);
         throw error;
       });
-      const handled = from(described).pipe(
-        mergeMap((call) =>
-          from(this.engine!.admit(call)).pipe(
-            mergeMap((admission) =>
-              admission.outcome === 'replay'
-                ? adapter.replay(context, admission.response, options, call)
-                : adapter.run(context, call, admission.record, next),
-            ),
-          ),
-        ),
-        catchError((error: unknown) =>
-          throwError(() =>
-            error instanceof IdempotencyException ? adapter.reject(error, context, options) : error,
-          ),
-        ),
-      );
+      const handled = this.admitted(adapter, context, described, options, next);
       return adapter.runsToCompletion ? toCompletion(handled) : handled;
     } catch (error) {
       this.rejected(error, context);
@@ -157,6 +133,49 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
       handler: `${context.getClass().name}.${context.getHandler().name}`,
       code: error.code,
       status: error.getStatus(),
+    });
+  }
+
+  /**
+   * Claims the key once the call is described, then replays or runs the handler. One
+   * Observable rather than a chain of operators: this runs on every request, and each operator
+   * is a subscriber more to make. As `from(promise)` would, it goes no further once the caller
+   * has unsubscribed.
+   */
+  private admitted(
+    adapter: IdempotencyContextAdapter,
+    context: ExecutionContext,
+    described: Promise<IdempotentCall>,
+    options: ResolvedOptions,
+    next: CallHandler,
+  ): Observable<unknown> {
+    return new Observable<unknown>((subscriber) => {
+      const fail = (error: unknown) =>
+        subscriber.error(
+          error instanceof IdempotencyException ? adapter.reject(error, context, options) : error,
+        );
+      described.then((call) => {
+        if (subscriber.closed) return;
+        this.engine!.admit(call).then((admission) => {
+          if (subscriber.closed) return;
+          try {
+            const outcome =
+              admission.outcome === 'replay'
+                ? adapter.replay(context, admission.response, options, call)
+                : adapter.run(context, call, admission.record, next);
+            // Added to the subscriber, so that unsubscribing from it tears the handler down.
+            subscriber.add(
+              outcome.subscribe({
+                next: (value) => subscriber.next(value),
+                error: fail,
+                complete: () => subscriber.complete(),
+              }),
+            );
+          } catch (error) {
+            fail(error);
+          }
+        }, fail);
+      }, fail);
     });
   }
 

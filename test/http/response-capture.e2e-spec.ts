@@ -119,6 +119,17 @@ const SCENARIOS: Record<string, Scenario> = {
     }
     raw.end('flushed first');
   },
+  // A method wrapped on the response while it is held, as on-headers does: the wrapper runs
+  // when the response goes out, as it does without a key.
+  'wrapped-while-held': (_res, raw) => {
+    const writeHead = raw.writeHead;
+    raw.writeHead = function (this: any, ...args: unknown[]) {
+      this.setHeader('x-wrapped', 'on the way out');
+      return writeHead.apply(this, args);
+    };
+    raw.setHeader('content-type', TEXT);
+    raw.end('wrapped');
+  },
   'invalid-chunks': (_res, raw, hit) => {
     raw.setHeader('content-type', TEXT);
     for (const chunk of [null, 42, undefined]) {

@@ -3,7 +3,7 @@
 // but not yet purged, 1% in flight whose process died (lease passed). Stored responses are
 // the bench handler's own, created_at spread over the retention window.
 import pg from 'pg';
-import { computeFingerprint, idempotencyRecordsDdl } from '../src/index.js';
+import { computeFingerprint, idempotencyRecordsDdl, idempotencyWaitersDdl } from '../src/index.js';
 import { BODY } from './load.js';
 
 const RESPONSE_BODY = Buffer.from(
@@ -25,11 +25,13 @@ export class TableFiller {
     private readonly table: string,
   ) {}
 
-  /** Creates the table empty (dropping an old one) with the module's own DDL. */
+  /** Creates the table empty (dropping an old one) with the module's own migrations, both. */
   async reset(): Promise<void> {
     await this.session(async (client) => {
       await client.query(`DROP TABLE IF EXISTS "${this.table}"`);
-      for (const statement of idempotencyRecordsDdl(this.table).up) await client.query(statement);
+      for (const ddl of [idempotencyRecordsDdl, idempotencyWaitersDdl]) {
+        for (const statement of ddl(this.table).up) await client.query(statement);
+      }
     });
     this.filled = 0;
   }

@@ -1,7 +1,7 @@
 // Creates the idempotency record table. Add the class to your DataSource's `migrations`, or
 // build one for a custom table name with `createIdempotencyRecordsMigration('my_table')`.
-import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { idempotencyMigrationName, idempotencyTableNames } from '../src/idempotency-table.js';
+import type { MigrationInterface } from 'typeorm';
+import { idempotencyMigrationClass, idempotencyTableNames } from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down: string[] } {
@@ -33,23 +33,12 @@ export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down:
 export function createIdempotencyRecordsMigration(
   tableName?: string,
 ): new () => MigrationInterface {
-  const ddl = idempotencyRecordsDdl(tableName);
-  const migrationName = idempotencyMigrationName(
+  return idempotencyMigrationClass(
     'CreateIdempotencyRecords',
     1764403200000,
+    idempotencyRecordsDdl(tableName),
     tableName,
   );
-  return class CreateIdempotencyRecords1764403200000 implements MigrationInterface {
-    name = migrationName;
-
-    async up(queryRunner: QueryRunner): Promise<void> {
-      for (const statement of ddl.up) await queryRunner.query(statement);
-    }
-
-    async down(queryRunner: QueryRunner): Promise<void> {
-      for (const statement of ddl.down) await queryRunner.query(statement);
-    }
-  };
 }
 
 /** The migration for the default table, `idempotency_records`. */

@@ -2,8 +2,8 @@
 // for it (`waitInFlightMs`), so only then does completing or releasing it send a
 // notification. A table without the column keeps working: waits then poll instead.
 // Run after CreateIdempotencyRecords1764403200000 (safe to run on a table that has it).
-import type { MigrationInterface, QueryRunner } from 'typeorm';
-import { idempotencyMigrationName, idempotencyTableNames } from '../src/idempotency-table.js';
+import type { MigrationInterface } from 'typeorm';
+import { idempotencyMigrationClass, idempotencyTableNames } from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyWaitersDdl(tableName?: string): { up: string[]; down: string[] } {
@@ -21,19 +21,12 @@ export function idempotencyWaitersDdl(tableName?: string): { up: string[]; down:
 export function createIdempotencyWaitersMigration(
   tableName?: string,
 ): new () => MigrationInterface {
-  const ddl = idempotencyWaitersDdl(tableName);
-  const migrationName = idempotencyMigrationName('AddIdempotencyWaiters', 1795910400000, tableName);
-  return class AddIdempotencyWaiters1795910400000 implements MigrationInterface {
-    name = migrationName;
-
-    async up(queryRunner: QueryRunner): Promise<void> {
-      for (const statement of ddl.up) await queryRunner.query(statement);
-    }
-
-    async down(queryRunner: QueryRunner): Promise<void> {
-      for (const statement of ddl.down) await queryRunner.query(statement);
-    }
-  };
+  return idempotencyMigrationClass(
+    'AddIdempotencyWaiters',
+    1795910400000,
+    idempotencyWaitersDdl(tableName),
+    tableName,
+  );
 }
 
 /** The migration for the default table, `idempotency_records`. */

@@ -1,4 +1,5 @@
 // Names of the record table and its index, validated and quoted once.
+import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -41,4 +42,25 @@ export function idempotencyMigrationName(
 ): string {
   const { raw } = idempotencyTableNames(tableName);
   return raw === DEFAULT_TABLE_NAME ? `${base}${timestamp}` : `${base}_${raw}_${timestamp}`;
+}
+
+/** A TypeORM migration class (TypeORM wants classes, not instances) running the given DDL. */
+export function idempotencyMigrationClass(
+  base: string,
+  timestamp: number,
+  ddl: { up: string[]; down: string[] },
+  tableName?: string,
+): new () => MigrationInterface {
+  const migrationName = idempotencyMigrationName(base, timestamp, tableName);
+  return class IdempotencyMigration implements MigrationInterface {
+    name = migrationName;
+
+    async up(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of ddl.up) await queryRunner.query(statement);
+    }
+
+    async down(queryRunner: QueryRunner): Promise<void> {
+      for (const statement of ddl.down) await queryRunner.query(statement);
+    }
+  };
 }

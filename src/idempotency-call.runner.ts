@@ -22,7 +22,7 @@ export function runAndSettle(
   encode: (values: unknown[]) => StoredResponse,
 ): Observable<unknown[]> {
   return defer(() =>
-    options.transactional ? from(engine.begin(record, options)) : from([undefined]),
+    options.transactional ? engine.transactionFor(record, options) : from([undefined]),
   ).pipe(
     mergeMap((transaction) => {
       const stopRenewing = engine.keepLeaseAlive(record, options);

@@ -3,7 +3,7 @@
 // ServerResponse under Express and Fastify alike). Replays and problems are rendered by
 // IdempotencyExceptionFilter, which @Idempotent() binds to the route.
 import { StreamableFile, type CallHandler, type ExecutionContext } from '@nestjs/common';
-import { from, mergeMap, Observable, type Subscription } from 'rxjs';
+import { mergeMap, Observable, type Subscription } from 'rxjs';
 import { SAFE_METHODS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import type { IdempotencyEngine, IdempotentCall } from './idempotency.engine.js';
@@ -109,7 +109,7 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
     record: ClaimedRecord,
     next: CallHandler,
   ): Observable<unknown> {
-    return from(this.engine.begin(record, options)).pipe(
+    return this.engine.transactionFor(record, options).pipe(
       mergeMap((transaction) => {
         const handler = new HandlerOutcome();
         const stopRenewing = this.engine.keepLeaseAlive(record, options);

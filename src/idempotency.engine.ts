@@ -4,6 +4,7 @@
 // handler and shapes the answers, and calls in here for every decision that touches the
 // record.
 import { Inject, Injectable, Optional, type ExecutionContext } from '@nestjs/common';
+import { Observable } from 'rxjs';
 import {
   IdempotencyKeyReusedException,
   IdempotencyLeaseLostException,
@@ -233,6 +234,40 @@ export class IdempotencyEngine {
       await this.release(record, options);
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);
     }
+  }
+
+  /**
+   * `begin` for a caller that may go away while it waits (an outer timeout unsubscribes):
+   * a transaction that opens after that is rolled back and the key freed, instead of holding
+   * a pool connection idle in a transaction, and the key, for good.
+   */
+  transactionFor(record: ClaimedRecord, options: ResolvedOptions): Observable<OpenTransaction> {
+    return new Observable<OpenTransaction>((subscriber) => {
+      this.begin(record, options).then(
+        (transaction) => {
+          if (subscriber.closed) {
+            void this.abandon(record, options, transaction);
+            return;
+          }
+          subscriber.next(transaction);
+          subscriber.complete();
+        },
+        (error: unknown) => subscriber.error(error),
+      );
+    });
+  }
+
+  /**
+   * The caller went away after the claim and before its handler ran: nothing ran, so the
+   * key is freed (and the transaction opened for it rolled back) rather than left to its lease.
+   */
+  async abandon(
+    record: ClaimedRecord,
+    options: ResolvedOptions,
+    transaction?: OpenTransaction,
+  ): Promise<void> {
+    await transaction?.rollback(options.statementTimeoutMs).catch(() => undefined);
+    await this.release(record, options).catch(() => undefined);
   }
 
   /**

@@ -50,11 +50,17 @@ const MODULE_MISSING =
 
 const KEY_RESOLVER = 'read by the `key` option';
 
+/**
+ * Calls already tracked, by their arguments (one array per call, shared by every interceptor
+ * of its chain). Module-wide, not per instance: @Idempotent() on both class and method binds
+ * an interceptor twice, and two instances (the interceptor also bound globally, or two module
+ * registrations) must not both hold one response (the second hold would hide the first).
+ */
+const tracked = new WeakSet<object>();
+
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
   private readonly resolved = new WeakMap<object, ResolvedOptions | undefined>();
-  /** Calls already tracked: @Idempotent() on both class and method binds this twice. */
-  private readonly tracked = new WeakSet<object>();
   private readonly contexts: Partial<Record<string, IdempotencyContextAdapter>>;
   private readonly loading = new Map<string, Promise<IdempotencyContextAdapter>>();
 
@@ -94,10 +100,10 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     next: CallHandler,
   ): Observable<unknown> {
     const args = context.getArgs();
-    if (this.tracked.has(args) || !adapter.applies(context)) return next.handle();
+    if (tracked.has(args) || !adapter.applies(context)) return next.handle();
     const options = this.optionsFor(context);
     if (!options) return next.handle();
-    this.tracked.add(args);
+    tracked.add(args);
 
     try {
       const key = options.keyResolver
@@ -157,7 +163,12 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
       described.then((call) => {
         if (subscriber.closed) return;
         this.engine!.admit(call).then((admission) => {
-          if (subscriber.closed) return;
+          if (subscriber.closed) {
+            // Claimed for a caller that is gone (an outer timeout): nothing ran, free the key.
+            if (admission.outcome === 'claimed')
+              void this.engine!.abandon(admission.record, options);
+            return;
+          }
           try {
             const outcome =
               admission.outcome === 'replay'

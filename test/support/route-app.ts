@@ -1,7 +1,7 @@
 // Builds an app around the given controllers, under Express or Fastify, on the real Postgres
 // from globalSetup, with its own table; the log lines the app writes are kept for assertions.
 // For test files that bring their own routes (test-app.ts holds the contract's).
-import type { INestApplication, LoggerService, Type } from '@nestjs/common';
+import type { INestApplication, LoggerService, Provider, Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import fastifyCompress from '@fastify/compress';
 import { type NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -43,7 +43,7 @@ export interface RouteApp {
 
 export interface RouteAppOptions {
   controllers: Type[];
-  providers?: Type[];
+  providers?: Provider[];
   module?: Partial<IdempotencyModuleOptions>;
   /** Compress every response (express `compression`, `@fastify/compress`). */
   compress?: boolean;

@@ -62,6 +62,8 @@ export interface BatcherCounters {
 export class StatementBatcher {
   readonly counters: BatcherCounters = { calls: 0, statements: 0, batches: 0, retriedRows: 0 };
   private queue: Call[] = [];
+  /** Rows of a failed or doubtful batch, to run alone: they take their turn like any statement. */
+  private retries: Call[] = [];
   private inFlight = 0;
   private scheduled = false;
 
@@ -98,8 +100,15 @@ export class StatementBatcher {
   }
 
   private pump(): void {
-    while (this.queue.length > 0 && this.inFlight < this.limits.maxInFlight) {
-      this.send(this.take());
+    while (this.inFlight < this.limits.maxInFlight) {
+      const retry = this.retries.shift();
+      if (retry) {
+        if (!retry.answered) this.send([retry]);
+      } else if (this.queue.length > 0) {
+        this.send(this.take());
+      } else {
+        return;
+      }
     }
   }
 
@@ -181,15 +190,16 @@ export class StatementBatcher {
     for (const call of calls) this.retry(call);
   }
 
-  /** Runs a batched row again with the single statement, unless its caller gave up. */
+  /**
+   * Runs a batched row again with the single statement, unless its caller gave up. Queued
+   * behind `maxInFlight` like everything else: a rejected batch of 64 rows must not send 64
+   * statements at once and starve the pool.
+   */
   private retry(call: Call): void {
     if (call.answered) return;
     this.counters.retriedRows++;
-    call.sent = this.runSingle(call);
-    call.sent.then(
-      (result) => this.answer(call, result),
-      (error: unknown) => this.fail(call, error),
-    );
+    this.retries.push(call);
+    this.pump();
   }
 
   private runSingle(call: Call): Promise<SqlResult> {

@@ -40,8 +40,14 @@ export class IdempotencyLog {
   }
 
   private write(level: 'debug' | 'log' | 'warn' | 'error', message: string): void {
-    // Nest's convention: an application's LoggerService takes the context as the last argument.
-    if (this.custom) this.target![level]?.(message, CONTEXT);
-    else this.target?.[level]?.(message);
+    // A log line is never worth a request: a logger that throws (a full disk, a closed
+    // transport) must not fail the call it describes, or leave its key claimed.
+    try {
+      // Nest's convention: an application's LoggerService takes the context as the last argument.
+      if (this.custom) this.target![level]?.(message, CONTEXT);
+      else this.target?.[level]?.(message);
+    } catch {
+      // Nowhere better to say so than the logger that just failed.
+    }
   }
 }

@@ -4,8 +4,11 @@
 // back names the position it answers, so one statement serves many callers.
 //
 // Two rules keep them safe beside each other and beside the single-row statements:
-// - Rows are written in the order they come in, which the batcher sorts by (scope, key):
-//   two batches that share keys lock them in the same order and cannot deadlock.
+// - Claims insert rows in the order they come in, which the batcher sorts by (scope, key):
+//   two claim batches that share keys lock them in the same order and cannot deadlock.
+//   A complete batch's UPDATE locks in ctid order (its TID scan sorts them), but only rows
+//   its own tokens still own, which no other batch can hold; a deadlock would anyway
+//   reject the batch and run its rows alone.
 // - Every lookup of the table is a unique-index probe per input row (a LATERAL subquery the
 //   planner cannot flatten, and a TID scan for the UPDATE), and the statements are unnamed:
 //   planned for each batch at the table's current size. A named statement's cached generic

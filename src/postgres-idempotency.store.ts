@@ -10,7 +10,7 @@ import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js
 import { guardedPoolOf } from './postgres-pool.guard.js';
 import { batchLimitsFor, storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
 import type { StatementBatcher } from './postgres-statement.batcher.js';
-import { StatementTimeoutError } from './postgres-statement.runner.js';
+import { remaining, StatementTimeoutError } from './postgres-statement.runner.js';
 import {
   IdempotencyStore,
   IdempotencyStoreTimeoutError,
@@ -408,11 +408,6 @@ function recordInfo(scope: string, key: string, row: any): IdempotencyRecordInfo
         }
       : {}),
   };
-}
-
-/** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
-function remaining(deadline: number | undefined): number | undefined {
-  return deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
 }
 
 /** What a settled record's notification carries: a digest of its scope and key. */

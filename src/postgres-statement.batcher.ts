@@ -14,6 +14,7 @@
 import type { SqlExecutor, SqlResult, SqlStatement } from './postgres-idempotency.store.js';
 import {
   isServerError,
+  remaining,
   StatementTimeoutError,
   type StatementAftermath,
 } from './postgres-statement.runner.js';
@@ -203,8 +204,7 @@ export class StatementBatcher {
   }
 
   private runSingle(call: Call): Promise<SqlResult> {
-    const timeoutMs =
-      call.deadline === undefined ? undefined : Math.max(1, call.deadline - Date.now());
+    const timeoutMs = remaining(call.deadline);
     return this.execute({ ...this.statement.single, values: call.values, timeoutMs });
   }
 
@@ -220,7 +220,7 @@ export class StatementBatcher {
       if (call.deadline === undefined) return undefined;
       latest = Math.max(latest, call.deadline);
     }
-    return Math.max(1, latest - Date.now());
+    return remaining(latest);
   }
 
   private answer(call: Call, result: SqlResult): void {

@@ -155,3 +155,8 @@ export function cancelOnServer(client: PgClientLike): void {
   socket.on('connect', () => socket.end(packet));
   socket.unref();
 }
+
+/** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
+export function remaining(deadline: number | undefined): number | undefined {
+  return deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+}

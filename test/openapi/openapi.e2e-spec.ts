@@ -20,22 +20,12 @@ import { createBookingsDocument } from '../../example/openapi.js';
 import { IdempotencyKeys, Idempotent } from '../../src/index.js';
 import { IdempotencyTestingModule } from '../../src/testing/index.js';
 import { ADAPTERS } from '../support/test-app.js';
+import { bookingRequest } from '../support/booking-request.js';
 import { send } from '../support/http.js';
 import { expectProblem } from '../support/problem.js';
 
 const BOOK = '/x/partners/{partnerId}/instant_booking';
 const PROBLEM = 'application/problem+json';
-
-const booking = (price: number) => ({
-  currency: 'EUR',
-  policyholder: {
-    first_name: 'Ada',
-    last_name: 'Lovelace',
-    email: 'ada@example.com',
-    country: 'GB',
-  },
-  quotes: [{ policy_type: 'travel', policy_start_date: '2027-01-15', price }],
-});
 
 /** The responses of one operation, and its header parameters by name. */
 function operation(document: any, path: string, method: string) {
@@ -151,8 +141,8 @@ describe.each(ADAPTERS)('OpenAPI document of the example (%s)', (adapter) => {
       ['authorization', 'Bearer demo-token-acme'],
       ['x-idempotency-key', key],
     ];
-    const first = await send(app.url, path, { headers, body: booking(42.5) });
-    const replay = await send(app.url, path, { headers, body: booking(42.5) });
+    const first = await send(app.url, path, { headers, body: bookingRequest(42.5) });
+    const replay = await send(app.url, path, { headers, body: bookingRequest(42.5) });
     expect(first.status).toBe(200);
     expect(replay.status).toBe(409);
     expect(replay.body.equals(first.body)).toBe(true);
@@ -160,7 +150,7 @@ describe.each(ADAPTERS)('OpenAPI document of the example (%s)', (adapter) => {
       expect(replay.headers[name.toLowerCase()]).toBeDefined();
     }
     expect(replay.headers['x-idempotency-original-status']).toBe('200');
-    const reused = await send(app.url, path, { headers, body: booking(99) });
+    const reused = await send(app.url, path, { headers, body: bookingRequest(99) });
     expectProblem(reused, 422, responses['422'].content[PROBLEM].schema.properties.code.enum[0]);
     // One booking: the replay and the refused reuse did not run the handler.
     const count = await send(app.url, '/x/partners/ACME01/bookings', {

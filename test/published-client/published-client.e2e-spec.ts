@@ -20,22 +20,13 @@ import {
   type ClientRun,
   type Python,
 } from '../../example/demo/published-client.js';
+import { bookingRequest } from '../support/booking-request.js';
 import { send } from '../support/http.js';
 import { ADAPTERS } from '../support/test-app.js';
 
 const TOKEN = 'demo-token-acme';
 const PARTNER = DEMO_PARTNERS[TOKEN];
 const WARNING = 'duplicated xcover request';
-const booking = (price: number) => ({
-  currency: 'EUR',
-  policyholder: {
-    first_name: 'Ada',
-    last_name: 'Lovelace',
-    email: 'ada@example.com',
-    country: 'GB',
-  },
-  quotes: [{ policy_type: 'travel', policy_start_date: '2027-01-15', price }],
-});
 
 /** The corrected client of the README: the python block that sets allowed_methods. */
 function readmeClient(): string {
@@ -69,7 +60,7 @@ describe.each(ADAPTERS)('the published Python client against the example on %s',
     fillPublishedClient(source, {
       url: `${app.url}/x/partners/${PARTNER}/instant_booking/`,
       headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/json' },
-      payload: booking(price),
+      payload: bookingRequest(price),
       key,
     });
   const runClient = (key: string, price: number, source = PUBLISHED_CLIENT): Promise<ClientRun> =>
@@ -82,7 +73,7 @@ describe.each(ADAPTERS)('the published Python client against the example on %s',
         ['x-idempotency-key', key],
         [DEMO_DELAY_HEADER, String(delayMs)],
       ],
-      body: booking(price),
+      body: bookingRequest(price),
     });
   /** Starts clients, then the slow first request, then lets the clients send theirs. */
   async function duplicatesOfSlowFirst(
@@ -148,7 +139,7 @@ describe.each(ADAPTERS)('the published Python client against the example on %s',
         ['authorization', `Bearer ${TOKEN}`],
         ['x-idempotency-key', key],
       ],
-      body: booking(42.5),
+      body: bookingRequest(42.5),
     });
     expect(withoutSlash.status).toBe(409);
     expect(withoutSlash.json).toMatchObject({ id, partner_id: PARTNER });

@@ -24,6 +24,15 @@ const TEXT = 'text/plain; charset=utf-8';
 /** Keys whose first run never ends its response (later runs do). */
 const firstRunsHang = new Set<string>();
 
+/** Transactional first runs that hang until the test resolves them. */
+const hangingTransactions = new Map<string, Gate>();
+
+/** A promise the test resolves. */
+class Gate {
+  open!: () => void;
+  readonly promise = new Promise<void>((resolve) => (this.open = resolve));
+}
+
 const RENEWED = { leaseMs: LEASE_MS, renewLease: true };
 
 @Controller('res')
@@ -43,6 +52,22 @@ class WritesItselfController {
     raw.write('partial');
     if (firstRunsHang.delete(key)) await new Promise(() => undefined); // never ends
     raw.end(' and the rest');
+  }
+
+  /** The same in a transaction; its first run hangs until the test lets it go. */
+  @Post('partial-tx')
+  @Idempotent({ ...RENEWED, transactional: true })
+  async partialTx(
+    @Headers('x-idempotency-key') key: string,
+    @Res({ passthrough: true }) res: any,
+  ): Promise<void> {
+    this.runs.hit(`partial-tx:${key}`);
+    const raw = res.raw ?? res;
+    raw.writeHead(200, { 'content-type': TEXT });
+    raw.write('partial');
+    const hang = hangingTransactions.get(key);
+    if (hang) await hang.promise;
+    raw.end(' in a transaction');
   }
 
   /** The same, ending its response after several lease periods. */
@@ -139,6 +164,7 @@ describe.each(ADAPTERS)('renewLease when the connection closes mid-response (%s)
     expectProblem(duplicate, 423, 'idempotency_request_in_flight');
 
     // No renewal after the close: the lease in the table stays where it was, and passes.
+    await sleep(LEASE_MS / 3); // past a renewal that was already on its way at the close
     const locked = await lockedUntil(key);
     await sleep(LEASE_MS);
     expect(await lockedUntil(key)).toEqual(locked);
@@ -158,6 +184,38 @@ describe.each(ADAPTERS)('renewLease when the connection closes mid-response (%s)
     expect(replay.body.equals(retry.body)).toBe(true);
     expect(t.runs.count(`partial:${key}`)).toBe(2);
     expect(t.logs.find('warn', 'lost its connection')).toHaveLength(1);
+  });
+
+  it('does the same in a transaction, which commits nothing once the key was taken over', async () => {
+    const key = randomUUID();
+    const hash = idempotencyKeyHash('', key);
+    const hang = new Gate();
+    hangingTransactions.set(key, hang);
+    const req = open('/res/partial-tx', key);
+    await log.wait('lease-renewed', hash);
+    req.destroy();
+    await log.wait('held', hash);
+    const renewals = log.of('lease-renewed', hash).length;
+    await sleep(LEASE_MS / 3);
+    const locked = await lockedUntil(key);
+    await sleep(LEASE_MS);
+    expect(await lockedUntil(key)).toEqual(locked);
+    expect(log.of('lease-renewed', hash)).toHaveLength(renewals);
+    await waitFor('the lease to pass', () => leasePassed(key), 5_000);
+
+    hangingTransactions.delete(key);
+    const retry = await post('/res/partial-tx', key);
+    expect(retry.status).toBe(200);
+    expect(retry.text).toBe('partial in a transaction');
+    expect(t.runs.count(`partial-tx:${key}`)).toBe(2);
+
+    // The first run ends at last: its record was taken over, so it commits nothing.
+    hang.open();
+    await log.wait('lease-lost', hash);
+    const replay = await post('/res/partial-tx', key);
+    expect(replay.status).toBe(409);
+    expect(replay.body.equals(retry.body)).toBe(true);
+    expect(t.runs.count(`partial-tx:${key}`)).toBe(2);
   });
 
   it('still renews, completes and replays a response the handler ends late', async () => {

@@ -2,6 +2,7 @@
 import type { ExecutionContext, LoggerService } from '@nestjs/common';
 import type { DataSource, DataSourceOptions } from 'typeorm';
 import type { IdempotencyStore } from './idempotency-store.js';
+import type { IdempotencyDurability } from './postgres-idempotency.store.js';
 
 /**
  * Resolves who owns a key. Two scopes never see each other's records.
@@ -243,6 +244,18 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    * @default true
    */
   batching?: boolean;
+  /**
+   * `'asynchronous'`: the module's claims and completions commit with Postgres's
+   * `synchronous_commit = off`, set by each statement for its own transaction only (the
+   * application's transactions and connections keep theirs), so they no longer wait for the
+   * WAL flush. The price: if the database server crashes (not the app), the claims and
+   * completions of its last moments are lost (up to 3 x `wal_writer_delay`, 600 ms by
+   * default), and a retry of such a request runs its handler again. A `transactional` route's
+   * completion commits with its handler's writes and stays synchronous. No effect with `store`.
+   * @default 'synchronous'
+   * @example IdempotencyModule.forRoot({ connection: url, durability: 'asynchronous' })
+   */
+  durability?: IdempotencyDurability;
   /**
    * Where the module logs: one `debug` line per outcome (claimed, replayed, 423, 422...,
    * keys as `keyHash`, never raw), `warn` and `error` where an operator should look (store

@@ -74,6 +74,7 @@ const MODULE_ONLY_OPTIONS: Record<
   purge: true,
   maxInFlightWaiters: true,
   batching: true,
+  durability: true,
   logger: true,
 };
 const PURGE_OPTIONS: Record<keyof IdempotencyPurgeOptions, true> = {
@@ -178,7 +179,7 @@ export function assertValidOptions(
 
 function assertValidValues(
   options: IdempotentRouteOptions &
-    Pick<IdempotencyModuleOptions, 'maxInFlightWaiters' | 'batching'>,
+    Pick<IdempotencyModuleOptions, 'maxInFlightWaiters' | 'batching' | 'durability'>,
 ): void {
   for (const name of ['retentionMs', 'leaseMs', 'statementTimeoutMs'] as const) {
     const value = options[name];
@@ -232,6 +233,12 @@ function assertValidValues(
         `Idempotency option ${name} must be a number >= 0, got ${describeValue(value)}.`,
       );
     }
+  }
+  const { durability } = options;
+  if (durability !== undefined && durability !== 'synchronous' && durability !== 'asynchronous') {
+    throw new Error(
+      `Idempotency option durability must be 'synchronous' or 'asynchronous', got ${describeValue(durability)}.`,
+    );
   }
   const status = options.replayStatus;
   if (status !== undefined && status !== 409 && status !== 'original') {

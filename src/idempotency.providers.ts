@@ -90,6 +90,7 @@ export const idempotencyProviders: Provider[] = [
       PostgresIdempotencyStore.fromDataSource(connection!.dataSource, options.tableName, {
         listener,
         batching: options.batching,
+        durability: options.durability,
       }),
   },
 ];

@@ -68,6 +68,7 @@ export {
 } from './idempotency-store.js';
 export {
   PostgresIdempotencyStore,
+  type IdempotencyDurability,
   type PostgresIdempotencyStoreOptions,
   type SqlExecutor,
   type SqlResult,

@@ -23,6 +23,15 @@ export interface BatchStatementText {
   text: string;
 }
 
+/**
+ * A condition that is always true and turns off the WAL flush wait of the statement's own
+ * transaction (`durability: 'asynchronous'`): `set_config(..., true)` lasts until that
+ * transaction ends, and the commit reads the setting before it is reset. The statements place
+ * it where it is evaluated whenever they write; a statement that writes nothing commits
+ * nothing to flush.
+ */
+export const ASYNCHRONOUS_COMMIT = `set_config('synchronous_commit', 'off', true) IS NOT NULL`;
+
 /** Splits a batch's result into one single-statement-shaped result per input row. */
 export function splitByOrd(result: SqlResult, count: number): SqlResult[] {
   const parts: SqlResult[] = Array.from({ length: count }, () => ({ rows: [], rowCount: 0 }));
@@ -37,8 +46,11 @@ export function splitByOrd(result: SqlResult, count: number): SqlResult[] {
 /** pg parses a statement without a name on every run, and Postgres plans it for its values. */
 const UNNAMED = '';
 
-export function buildBatchStatements(table: string, channel: string) {
+/** `asynchronous`: each statement's commit does not wait for the WAL flush (`durability`). */
+export function buildBatchStatements(table: string, channel: string, asynchronous = false) {
   const ms = (column: string) => `${column} * interval '1 millisecond'`;
+  // Evaluated for every row the statement writes (see ASYNCHRONOUS_COMMIT).
+  const relaxed = (prefix: string) => (asynchronous ? `${prefix} ${ASYNCHRONOUS_COMMIT}` : '');
   /*
    * New keys are inserted; for every other row the record as it stands comes back, for the
    * caller to replay, answer 423 or 422. Unlike the single claim, a batch takes nothing
@@ -59,7 +71,7 @@ export function buildBatchStatements(table: string, channel: string) {
             (scope, idempotency_key, fingerprint, state, fencing_token, locked_until, expires_at)
           SELECT scope, idempotency_key, fingerprint, 'in_progress', token,
                  now() + ${ms('lease_ms')}, now() + ${ms('retention_ms')}
-            FROM input ORDER BY ord
+            FROM input${relaxed(' WHERE')} ORDER BY ord
           ON CONFLICT (scope, idempotency_key) DO NOTHING
           RETURNING scope, idempotency_key, fencing_token
         )
@@ -116,7 +128,7 @@ export function buildBatchStatements(table: string, channel: string) {
                  expires_at = now() + ${ms('o.retention_ms')}
             FROM owned AS o
            WHERE r.ctid = ANY (ARRAY(SELECT row_id FROM owned)) AND r.ctid = o.row_id
-             AND r.fencing_token = o.token AND r.state = 'in_progress'
+             AND r.fencing_token = o.token AND r.state = 'in_progress'${relaxed(' AND')}
           RETURNING ${returning}
         )`;
   return {

@@ -8,6 +8,7 @@ import { DEFAULT_TABLE_NAME, WAIT_POLL_MS } from './idempotency.constants.js';
 import { idempotencyTableNames } from './idempotency-table.js';
 import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
+import { ASYNCHRONOUS_COMMIT } from './postgres-batch.statements.js';
 import { batchLimitsFor, storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
 import type { StatementBatcher } from './postgres-statement.batcher.js';
 import { remaining, StatementTimeoutError } from './postgres-statement.runner.js';
@@ -85,6 +86,15 @@ export interface PostgresIdempotencyStoreOptions {
    */
   batching?: boolean;
   /**
+   * `'asynchronous'`: claims and completions commit with `synchronous_commit = off` (each
+   * statement sets it for its own transaction only), so they do not wait for the WAL flush.
+   * A database crash then loses the last moments of them (up to 3 x `wal_writer_delay`,
+   * 600 ms by default): a retry of such a request runs its handler again. Never applies to a
+   * store inside a transaction (`withExecutor`): a transactional route's commit stays durable.
+   * @default 'synchronous'
+   */
+  durability?: IdempotencyDurability;
+  /**
    * Connections of the pool the statements run on: batching lets half of them each carry
    * claims and completions before calls queue into batches. Read from the pool or the
    * DataSource when the store is built from one.
@@ -92,6 +102,9 @@ export interface PostgresIdempotencyStoreOptions {
    */
   poolSize?: number;
 }
+
+/** Whether claims and completions wait for the WAL flush at commit (`synchronous_commit`). */
+export type IdempotencyDurability = 'synchronous' | 'asynchronous';
 
 /** Whether the table has the has_waiters column (AddIdempotencyWaiters migration). */
 interface WaitersColumn {
@@ -121,16 +134,21 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   ) {
     super();
     this.executor = isPgPool(executor) ? poolExecutor(() => executor) : executor;
-    this.sql = statementsFor(tableName);
+    const asynchronous = options.durability === 'asynchronous';
+    this.sql = statementsFor(tableName, asynchronous);
     this.listener = options.listener;
     this.waitersColumn = { store: this };
     if (options.batching !== false) {
       const poolSize = options.poolSize ?? (isPgPool(executor) ? poolMax(executor) : undefined);
-      this.batchers = storeBatchers(this.executor, this.sql, batchLimitsFor(poolSize));
+      const limits = batchLimitsFor(poolSize);
+      this.batchers = storeBatchers(this.executor, this.sql, limits, asynchronous);
     }
   }
 
-  /** The same table, its statements run through another executor (a transaction). */
+  /**
+   * The same table, its statements run through another executor (a transaction): one by
+   * one, and synchronous whatever this store's durability, since they commit with it.
+   */
   withExecutor(executor: SqlExecutor): PostgresIdempotencyStore {
     const store = new PostgresIdempotencyStore(executor, this.tableName, {
       listener: this.listener,
@@ -462,21 +480,28 @@ function newFencingToken(): string {
   return token.toString();
 }
 
-const statementCache = new Map<string | undefined, ReturnType<typeof buildStatements>>();
+const statementCache = new Map<string, ReturnType<typeof buildStatements>>();
 
-function statementsFor(tableName?: string): ReturnType<typeof buildStatements> {
-  let statements = statementCache.get(tableName);
+function statementsFor(
+  tableName: string | undefined,
+  asynchronous: boolean,
+): ReturnType<typeof buildStatements> {
+  const cacheKey = `${asynchronous ? 'a' : 's'}${tableName ?? ''}`;
+  let statements = statementCache.get(cacheKey);
   if (!statements) {
-    statements = buildStatements(tableName);
-    statementCache.set(tableName, statements);
+    statements = buildStatements(tableName, asynchronous);
+    statementCache.set(cacheKey, statements);
   }
   return statements;
 }
 
-function buildStatements(tableName?: string) {
+function buildStatements(tableName: string | undefined, asynchronous: boolean) {
   const { table, raw } = idempotencyTableNames(tableName);
   // Prepared statement names must be unique per text on a connection.
   const prefix = `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
+  // The claim and completions in asynchronous form: other names, since other texts.
+  const relaxed = asynchronous ? '_async' : '';
+  const andRelaxed = asynchronous ? `\n           AND ${ASYNCHRONOUS_COMMIT}` : '';
   const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
   // Notifications of settled records: one channel per table, the record in the payload (as
   // settledPayload computes it). Only records marked as waited for notify: NOTIFY takes a
@@ -492,7 +517,7 @@ function buildStatements(tableName?: string) {
                response_body = $6, completed_at = now(), locked_until = NULL,
                expires_at = now() + ${ms('$7')}
          WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
-           AND state = 'in_progress'`;
+           AND state = 'in_progress'${andRelaxed}`;
   const release = `
         DELETE FROM ${table}
          WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
@@ -508,7 +533,7 @@ function buildStatements(tableName?: string) {
      * WHERE on the newest row version, so two takeovers cannot both win.
      */
     claim: {
-      name: `${prefix}_claim`,
+      name: `${prefix}_claim${relaxed}`,
       text: `
         WITH inserted AS (
           INSERT INTO ${table} AS r
@@ -548,12 +573,19 @@ function buildStatements(tableName?: string) {
                r.response_status, r.response_headers, r.response_body
           FROM ${table} AS r
          WHERE r.scope = $1 AND r.idempotency_key = $2
-           AND NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM taken)`,
+           AND NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM taken)${
+             // A branch of no rows that every run evaluates, whichever of the others writes.
+             asynchronous
+               ? `
+        UNION ALL
+        SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE NOT (${ASYNCHRONOUS_COMMIT})`
+               : ''
+           }`,
     },
-    complete: { name: `${prefix}_complete`, text: complete },
+    complete: { name: `${prefix}_complete${relaxed}`, text: complete },
     /** complete, and a notification in the same statement when someone waits for it. */
     completeNotifying: {
-      name: `${prefix}_complete_notifying`,
+      name: `${prefix}_complete_notifying${relaxed}`,
       text: `WITH done AS (${complete}
          RETURNING has_waiters)${notifyIfWaited('done')}`,
     },

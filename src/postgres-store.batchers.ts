@@ -46,8 +46,9 @@ export function storeBatchers(
   executor: SqlExecutor,
   sql: Names,
   limits: BatcherLimits,
+  asynchronous = false,
 ): StoreBatchers {
-  const batch = buildBatchStatements(sql.table, sql.channel);
+  const batch = buildBatchStatements(sql.table, sql.channel, asynchronous);
   const split = splitByOrd;
   const complete = (single: Names['complete'], multi: typeof batch.complete) =>
     new StatementBatcher(

@@ -4,8 +4,8 @@
 //   STORE=postgres (default): the module's Postgres store on its own DataSource.
 //   STORE=memory: the bench-only in-memory store, the limit target (no SQL at all).
 //   TABLE_NAME, APP_NAME (application_name of its connections), POOL_SIZE, PURGE=off.
-//   SYNCHRONOUS_COMMIT=off: the module's own connections commit without waiting for the WAL
-//   flush (what an async `durability` would buy), to measure it against the default.
+//   DURABILITY=asynchronous: the module's `durability` option (claims and completions commit
+//   without waiting for the WAL flush), to measure it against the default.
 //   EVENTS=prometheus: the README's prom-client recipe subscribed to the module's events;
 //   EVENTS=noop: a subscriber that does nothing (what the module's side of an event costs).
 import 'reflect-metadata';
@@ -64,18 +64,14 @@ const options: IdempotencyModuleOptions = inMemory
         applicationName,
         // A busy server's pool stays open; pg's default closes idle connections after 10 s,
         // which between two interleaved runs would make every run pay for reconnecting.
-        extra: {
-          idleTimeoutMillis: 0,
-          ...(process.env.SYNCHRONOUS_COMMIT && {
-            options: `-c synchronous_commit=${process.env.SYNCHRONOUS_COMMIT}`,
-          }),
-        },
+        extra: { idleTimeoutMillis: 0 },
       },
       runMigrations: true,
       tableName,
       purge,
       // BATCHING=off: one statement per call, to measure what batching changes.
       batching: process.env.BATCHING !== 'off',
+      ...(process.env.DURABILITY === 'asynchronous' && { durability: 'asynchronous' }),
     };
 
 @Module({ imports: [IdempotencyModule.forRoot(options)], controllers: [OrdersController] })

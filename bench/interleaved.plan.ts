@@ -6,12 +6,14 @@ import type { ScenarioId, Target } from './load.js';
 import type { RoundTrips } from './round-trips.js';
 import type { BenchSettings } from './settings.js';
 
-// The peer on memory and on a logged table only run new keys, to keep a full run near 15 minutes:
-// new keys are where the store's cost shows, and where durability makes a difference.
+// The peer on memory and on a logged table, and this module with asynchronous commits, only run
+// new keys, to keep a full run near 15 minutes: new keys are where the store's cost shows, and
+// where durability makes a difference (a replay writes nothing, so it commits nothing to flush).
 export const LINE_UP: Record<ScenarioId, string[]> = {
   new: [
     'plain',
     'module',
+    'moduleAsync',
     'moduleUnbatched',
     'limit',
     'peerMemory',

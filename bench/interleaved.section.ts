@@ -2,8 +2,8 @@
 // connection count, so each ratio compares two runs taken seconds apart. Within a round the
 // targets of a scenario run one after the other, in an order that rotates from round to round
 // so no target always runs first (or right after the heaviest one).
-// Targets: the plain route (same app and handler, no idempotency), this module on Postgres,
-// the limit (this module on the bench-only in-memory store), and the peer
+// Targets: the plain route (same app and handler, no idempotency), this module on Postgres
+// (with its defaults, with `durability: 'asynchronous'` and with batching off), the limit (this module on the bench-only in-memory store), and the peer
 // @node-idempotency/nestjs on memory, on Postgres (UNLOGGED, its default) and, for new keys,
 // on a logged table.
 import pg from 'pg';
@@ -31,7 +31,7 @@ const PEER_SCHEMAS = ['bench_node_idempotency', 'bench_node_idempotency_logged']
 const CELLS_PER_ROUND = Object.values(LINE_UP).reduce((sum, ids) => sum + ids.length, 0);
 /** Per run beyond its measured seconds: stats, CPU samples, settling. */
 const OVERHEAD_SECONDS = 0.7;
-/** Starting six apps and completing the replay keys. */
+/** Starting seven apps and completing the replay keys. */
 const START_SECONDS = 30;
 
 export const interleavedSection: BenchSection = {
@@ -53,6 +53,16 @@ export const interleavedSection: BenchSection = {
         name: 'module',
         kind: 'module',
         env: { ...base, TABLE_NAME: MODULE_TABLE, APP_NAME: 'bench-module' },
+      },
+      {
+        name: 'module, asynchronous',
+        kind: 'module',
+        env: {
+          ...base,
+          TABLE_NAME: `${MODULE_TABLE}_async`,
+          APP_NAME: 'bench-module-async',
+          DURABILITY: 'asynchronous',
+        },
       },
       {
         name: 'module, unbatched',
@@ -129,7 +139,7 @@ export const interleavedSection: BenchSection = {
 };
 
 function buildTargets(apps: AppProcess[]): Target[] {
-  const [module, unbatched, limit, peerMemory, peerPostgres, peerLogged] = apps;
+  const [module, asynchronous, unbatched, limit, peerMemory, peerPostgres, peerLogged] = apps;
   return [
     { id: 'plain', label: 'plain route', kind: 'module', app: module, path: '/plain' },
     {
@@ -139,6 +149,14 @@ function buildTargets(apps: AppProcess[]): Target[] {
       app: module,
       path: '/orders',
       dbApplicationName: 'bench-module',
+    },
+    {
+      id: 'moduleAsync',
+      label: "this module, durability: 'asynchronous'",
+      kind: 'module',
+      app: asynchronous,
+      path: '/orders',
+      dbApplicationName: 'bench-module-async',
     },
     {
       id: 'moduleUnbatched',
@@ -175,6 +193,7 @@ async function resetTables(url: string): Promise<void> {
   try {
     await client.query(`DROP TABLE IF EXISTS "${MODULE_TABLE}"`);
     await client.query(`DROP TABLE IF EXISTS "${MODULE_TABLE}_unbatched"`);
+    await client.query(`DROP TABLE IF EXISTS "${MODULE_TABLE}_async"`);
     for (const schema of PEER_SCHEMAS) {
       await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     }

@@ -21,18 +21,10 @@ import {
   settlementOf,
   transactionalSettlementOf,
 } from './idempotency-http.settlement.js';
-import {
-  holdResponse,
-  onClosedMidResponse,
-  type ReplacementResponse,
-} from './idempotency-response.js';
+import { holdResponse, type ReplacementResponse } from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { assertStorableRoute } from './idempotency-route.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
-
-/** Why a response whose connection closed mid-way holds its key (see holdIfAbandoned). */
-const ABANDONED =
-  'lost its connection before the handler ended the response it had begun writing, so its lease is no longer renewed';
 
 export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   constructor(private readonly engine: IdempotencyEngine) {}
@@ -107,7 +99,6 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
       const problem = await this.engine.settle(record, settlement, options);
       return problem && problemResponse(problem);
     });
-    this.holdIfAbandoned(raw, record, options, stopRenewing);
     return watch(next.handle(), handler, raw);
   }
 
@@ -137,7 +128,6 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
           );
           return problem && problemResponse(problem);
         });
-        this.holdIfAbandoned(raw, record, options, stopRenewing);
         return watch(
           transaction.run(() => next.handle()),
           handler,
@@ -145,27 +135,6 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
         );
       }),
     );
-  }
-
-  /**
-   * `renewLease`: a response its handler began writing and never ended, whose connection has
-   * closed, will not be sent: renewing stops, and the key is held until its lease passes, as
-   * for any outcome unknown after the handler ran (it may have had its effects, and may still
-   * be running). Renewing used to go on for good, one timer per such request, and the key
-   * answered 423 for good. If the handler does end the response later, it is stored as usual
-   * while the record is still this request's.
-   */
-  private holdIfAbandoned(
-    raw: any,
-    record: ClaimedRecord,
-    options: ResolvedOptions,
-    stopRenewing: () => void,
-  ): void {
-    if (!options.renewLease) return;
-    onClosedMidResponse(raw, () => {
-      stopRenewing();
-      void this.engine.settle(record, { action: 'hold', reason: ABANDONED }, options);
-    });
   }
 
   reject(error: IdempotencyException): IdempotencyException {

@@ -134,20 +134,6 @@ export function holdResponse(
   Object.assign(response, HELD);
 }
 
-/**
- * Calls `abandoned` if the connection closes while the response is held, after its handler
- * began writing it (writeHead(), write() or flushHeaders(): only a handler writing its own
- * response does, Nest writes and ends in one call) and before it ended it. Nothing will send
- * that response any more. A response not yet begun is not abandoned: Nest still answers for
- * the handler when it returns, and that answer is stored.
- */
-export function onClosedMidResponse(response: ServerResponse, abandoned: () => void): void {
-  response.once('close', () => {
-    const hold = (response as HeldResponse)[HOLD];
-    if (hold?.held && hold.headSent && !hold.ended) abandoned();
-  });
-}
-
 const METHODS = [
   'writeHead',
   'write',

@@ -88,9 +88,11 @@ export interface PostgresIdempotencyStoreOptions {
   /**
    * `'asynchronous'`: claims and completions commit with `synchronous_commit = off` (each
    * statement sets it for its own transaction only), so they do not wait for the WAL flush.
-   * A database crash then loses the last moments of them (up to 3 x `wal_writer_delay`,
+   * A database crash then loses the last moments of them (about 3 x `wal_writer_delay`,
    * 600 ms by default): a retry of such a request runs its handler again. Never applies to a
    * store inside a transaction (`withExecutor`): a transactional route's commit stays durable.
+   * Build such a store on a pool: on a client or query runner inside a transaction of yours,
+   * the setting would apply to that whole transaction's commit.
    * @default 'synchronous'
    */
   durability?: IdempotencyDurability;
@@ -486,7 +488,8 @@ function statementsFor(
   tableName: string | undefined,
   asynchronous: boolean,
 ): ReturnType<typeof buildStatements> {
-  const cacheKey = `${asynchronous ? 'a' : 's'}${tableName ?? ''}`;
+  // undefined (the default table) and '' (an invalid name, refused when built) stay apart.
+  const cacheKey = JSON.stringify([asynchronous, tableName ?? null]);
   let statements = statementCache.get(cacheKey);
   if (!statements) {
     statements = buildStatements(tableName, asynchronous);

@@ -101,26 +101,24 @@ async function start(
 }
 
 /**
- * WAL fsyncs so far, every backend's included once they have reported: pg_stat_wal's wal_sync
- * up to Postgres 17, pg_stat_io's WAL rows from 18 (the embedded Postgres) on.
+ * WAL fsyncs that client backends made so far, i.e. commits that waited for their flush
+ * (pg_stat_io, Postgres 18: the embedded Postgres these tests start). Asynchronous commits
+ * leave the flush to the WAL writer, which is not counted: that count is 0 however long the
+ * run takes, where the synchronous one is about one per commit.
  */
 async function walSyncs(): Promise<number> {
   await db.query('SELECT pg_stat_clear_snapshot()');
-  const { rows: version } = await db.query(
-    `SELECT current_setting('server_version_num')::int AS v`,
-  );
   const { rows } = await db.query(
-    version[0].v >= 180000
-      ? `SELECT sum(fsyncs)::int AS n FROM pg_stat_io WHERE object = 'wal'`
-      : 'SELECT wal_sync::int AS n FROM pg_stat_wal',
+    `SELECT coalesce(sum(fsyncs), 0)::int AS n FROM pg_stat_io
+      WHERE object = 'wal' AND backend_type = 'client backend'`,
   );
   return rows[0].n;
 }
 
 /**
- * WAL fsyncs during `run`. The app's backends report their counts when they exit, so the app
- * is closed before the count is read; before `run`, they are left idle long enough to have
- * reported what starting up cost (a backend reports at most once a second).
+ * Client backends' WAL fsyncs during `run`. A backend reports its counts when it goes idle
+ * (at most once a second) and when it exits: the app is closed before the count is read, and
+ * before `run` its backends are left idle long enough to have reported starting up.
  */
 async function fsyncsDuring(running: Running, run: () => Promise<void>): Promise<number> {
   await sleep(1_500);
@@ -190,9 +188,10 @@ describe.each(ADAPTERS)("durability: 'asynchronous' under %s", (adapter) => {
     );
     expect(asynchronous.runs.count('bookings')).toBe(KEYS);
     // Synchronous: a flush per commit, two commits per key (claim, completion). Asynchronous:
-    // the WAL writer flushes in the background, every 200 ms, whatever the number of commits.
+    // the WAL writer flushes in the background (a stray one may still fall to a backend: 1 of
+    // 80 seen).
     expect(waited).toBeGreaterThanOrEqual(KEYS);
-    expect(relaxed).toBeLessThanOrEqual(KEYS / 4);
+    expect(relaxed).toBeLessThanOrEqual(KEYS / 20);
   }, 60_000);
 
   it("keeps a transactional route's commit synchronous", async () => {
@@ -201,8 +200,10 @@ describe.each(ADAPTERS)("durability: 'asynchronous' under %s", (adapter) => {
     const flushes = await fsyncsDuring(running, () =>
       newKeys(running, '/transfers', `tx-${adapter}`),
     );
-    // Each transfer's commit (its row and the stored response) waited for its flush.
+    // Each transfer's commit (its row and the stored response) waited for its flush; its
+    // claim, outside the transaction, did not (synchronous, that would be 2 per key).
     expect(flushes).toBeGreaterThanOrEqual(KEYS);
+    expect(flushes).toBeLessThan(KEYS * 1.5);
     expect(running.runs.count('transfers')).toBe(KEYS);
     const { rows: after } = await db.query(`SELECT count(*)::int AS n FROM ${TRANSFERS}`);
     expect(after[0].n - before[0].n).toBe(KEYS);
@@ -245,8 +246,8 @@ describe("PostgresIdempotencyStore with durability: 'asynchronous'", () => {
     expect(store.batchers!.claim.counters.batches).toBeGreaterThan(0);
     expect(store.batchers!.complete.counters.batches).toBeGreaterThan(0);
     // 160 keys, 320 rows written. Synchronous, each statement's commit flushes (26 to 38 times
-    // here, batches sharing flushes); asynchronous, the WAL writer does it in the background (3).
-    expect(flushes).toBeLessThanOrEqual(10);
+    // here, batches sharing flushes); asynchronous, about none.
+    expect(flushes).toBeLessThanOrEqual(2);
     const { rows } = await db.query(
       `SELECT count(*)::int AS n, count(*) FILTER (WHERE response_body = convert_to('{"key":"' || idempotency_key || '"}', 'UTF8'))::int AS stored FROM ${table} WHERE state = 'completed'`,
     );

@@ -1,8 +1,8 @@
 // Issue 12, message handlers: @MessagePattern and @EventPattern on Nest's Redis transport
-// (the machine's Redis), its TCP transport, RabbitMQ and NATS (the machine's servers), in a
-// hybrid app. A repeat message gets the
-// stored reply; a repeat event is acknowledged without running the handler; in flight,
-// reuse and bad keys are RpcExceptions carrying the `code`; a failing handler frees its key.
+// (the machine's Redis), its TCP transport, RabbitMQ, NATS and MQTT 5 (the machine's servers),
+// in a hybrid app. A repeat message gets the stored reply; a repeat event is acknowledged
+// without running the handler; in flight, reuse and bad keys are RpcExceptions carrying the
+// `code`; a failing handler frees its key.
 import type { ClientProxy } from '@nestjs/microservices';
 import { randomUUID } from 'node:crypto';
 import { firstValueFrom, toArray } from 'rxjs';
@@ -138,7 +138,7 @@ describe.each(RPC_TRANSPORTS)('@MessagePattern over %s', (transport) => {
     expect(t.runs.count('book')).toBe(0);
   });
 
-  it('the key in a message header (RabbitMQ and NATS headers; Nest 12 packet metadata on Redis and TCP); required: a message without one is refused', async () => {
+  it('the key in a message header (RabbitMQ and NATS headers; MQTT 5 user properties; Nest 12 packet metadata on Redis and TCP); required: a message without one is refused', async () => {
     const key = randomUUID();
     const withHeader = await t.client(transport, { 'X-Idempotency-Key': key });
     const send = (c: ClientProxy) =>

@@ -15,8 +15,10 @@ import {
 } from '@nestjs/common';
 import {
   ClientProxyFactory,
+  Ctx,
   EventPattern,
   MessagePattern,
+  MqttContext,
   Payload,
   Transport,
   type ClientProxy,
@@ -98,6 +100,14 @@ function controllers(prefix: string, bookingsTable: string) {
     bookByHeader(@Payload() message: BookMessage) {
       this.runs.hit('bookByHeader');
       return { id: randomUUID(), product: message.product };
+    }
+
+    /** MQTT only: a wildcard subscription, answering on the topic the message came in on. */
+    @MessagePattern(`${prefix}.wild/+`, Transport.MQTT)
+    @Idempotent({ key: byRequestId })
+    bookWild(@Payload() message: BookMessage, @Ctx() context: MqttContext) {
+      this.runs.hit('bookWild');
+      return { id: randomUUID(), product: message.product, topic: context.getTopic() };
     }
 
     @MessagePattern(`${prefix}.book-in-transaction`)

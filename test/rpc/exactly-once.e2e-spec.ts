@@ -1,6 +1,6 @@
 // Issue 12, the transactional inbox: a consumer (a real standalone microservice process) is
 // SIGKILLed after its insert and before its commit; the event is delivered again (by
-// RabbitMQ itself, or re-published to Redis as a producer's retry would) and another
+// RabbitMQ itself, or re-published to Redis or MQTT as a producer's retry would) and another
 // consumer process processes it; in the end there is exactly one row.
 import { Logger } from '@nestjs/common';
 import { ClientProxyFactory, Transport, type ClientProxy } from '@nestjs/microservices';
@@ -12,6 +12,7 @@ import { Db, startAppProcess, stopAll, waitFor, type AppProcess } from '../suppo
 import { dropTable, uniqueTableName } from '../support/test-app.js';
 
 const RMQ_URL = 'amqp://guest:guest@127.0.0.1:5672';
+const MQTT_URL = 'mqtt://127.0.0.1:1883';
 const LEASE_MS = 2_000;
 const db = new Db();
 // The test's own clients log their connections; the consumers' output is captured.
@@ -22,7 +23,7 @@ afterAll(async () => {
   await db.end();
 }, 30_000);
 
-describe.each(['rmq', 'redis'] as const)('exactly once on %s', (transport) => {
+describe.each(['rmq', 'redis', 'mqtt'] as const)('exactly once on %s', (transport) => {
   const idemTable = uniqueTableName('idem_inbox');
   const bookingsTable = `${idemTable}_bookings`;
   const pattern = `inbox.${randomUUID().slice(0, 8)}.booking.created`;
@@ -41,6 +42,7 @@ describe.each(['rmq', 'redis'] as const)('exactly once on %s', (transport) => {
         PATTERN: pattern,
         QUEUE: queue,
         RMQ_URL,
+        MQTT_URL,
         BOOKINGS_TABLE: bookingsTable,
         LEASE_MS: String(LEASE_MS),
         ...env,
@@ -74,7 +76,9 @@ describe.each(['rmq', 'redis'] as const)('exactly once on %s', (transport) => {
             transport: Transport.RMQ,
             options: { urls: [RMQ_URL], queue, queueOptions: { durable: false } },
           }
-        : { transport: Transport.REDIS, options: { host: '127.0.0.1', port: 6379 } },
+        : transport === 'mqtt'
+          ? { transport: Transport.MQTT, options: { url: MQTT_URL, protocolVersion: 5 } }
+          : { transport: Transport.REDIS, options: { host: '127.0.0.1', port: 6379 } },
     );
     await client.connect();
   }, 30_000);
@@ -106,8 +110,10 @@ describe.each(['rmq', 'redis'] as const)('exactly once on %s', (transport) => {
     // Postgres rolled A's transaction back with its connection: its row is gone.
     await waitFor('A’s insert to roll back', async () => (await rows(event.eventId)).length === 0);
 
-    if (transport === 'redis') {
-      // Redis pub/sub does not redeliver: the producer retries until the event is processed.
+    if (transport !== 'rmq') {
+      // Redis pub/sub does not redeliver, nor does MQTT at QoS 0 (Nest's default; QoS 1
+      // redelivers only to a persistent session of the same client id, which a second
+      // consumer process does not have): the producer retries until the event is processed.
       await waitFor(
         'a retry to be processed',
         async () => {

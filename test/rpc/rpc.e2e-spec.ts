@@ -1,9 +1,9 @@
 // Issue 12, message handlers: @MessagePattern and @EventPattern on Nest's Redis transport
-// (the machine's Redis), its TCP transport, RabbitMQ and NATS (the machine's servers), in a
-// hybrid app. A repeat message gets the
-// stored reply; a repeat event is acknowledged without running the handler; in flight,
-// reuse and bad keys are RpcExceptions carrying the `code`; a failing handler frees its key.
-import type { ClientProxy } from '@nestjs/microservices';
+// (the machine's Redis), its TCP transport, RabbitMQ, NATS and MQTT 5 (the machine's servers),
+// in a hybrid app. A repeat message gets the stored reply; a repeat event is acknowledged
+// without running the handler; in flight, reuse and bad keys are RpcExceptions carrying the
+// `code`; a failing handler frees its key.
+import { MqttRecordBuilder, type ClientProxy } from '@nestjs/microservices';
 import { randomUUID } from 'node:crypto';
 import { firstValueFrom, toArray } from 'rxjs';
 import { idempotencyKeyHash } from '../../src/index.js';
@@ -138,7 +138,7 @@ describe.each(RPC_TRANSPORTS)('@MessagePattern over %s', (transport) => {
     expect(t.runs.count('book')).toBe(0);
   });
 
-  it('the key in a message header (RabbitMQ and NATS headers; Nest 12 packet metadata on Redis and TCP); required: a message without one is refused', async () => {
+  it('the key in a message header (RabbitMQ and NATS headers; MQTT 5 user properties; Nest 12 packet metadata on Redis and TCP); required: a message without one is refused', async () => {
     const key = randomUUID();
     const withHeader = await t.client(transport, { 'X-Idempotency-Key': key });
     const send = (c: ClientProxy) =>
@@ -257,5 +257,67 @@ describe.each(RPC_TRANSPORTS)('@EventPattern over %s', (transport) => {
     await delivered(2);
     expect(t.runs.count('sendConfirmation')).toBe(1);
     expect(t.runs.count('recordBooking')).toBe(1);
+  });
+});
+
+describe('MQTT 5 specifics', () => {
+  let client: ClientProxy;
+  beforeAll(async () => {
+    client = await t.client('mqtt');
+  });
+
+  it('the key as a user property of one message (MqttRecordBuilder), matched case-insensitively', async () => {
+    const key = randomUUID();
+    const send = () =>
+      firstValueFrom(
+        client.send(
+          `${t.prefix}.book-by-header`,
+          new MqttRecordBuilder({ product: 'record' })
+            .setProperties({ userProperties: { 'X-IDEMPOTENCY-KEY': key } })
+            .build(),
+        ),
+      );
+    const first = await send();
+    expect(first).toMatchObject({ product: 'record' });
+    expect(await send()).toEqual(first);
+    expect(t.runs.count('bookByHeader')).toBe(1);
+    const [record] = await sql(`SELECT state FROM "${t.tableName}" WHERE idempotency_key = $1`, [
+      key,
+    ]);
+    expect(record.state).toBe('completed');
+  });
+
+  it('a key repeated as a user property (an array) is refused as invalid; nothing crashes', async () => {
+    const send = () =>
+      firstValueFrom(
+        client.send(
+          `${t.prefix}.book-by-header`,
+          new MqttRecordBuilder({ product: 'twice' })
+            .setProperties({ userProperties: { 'x-idempotency-key': ['k1', 'k2'] } })
+            .build(),
+        ),
+      );
+    expect(await rpcError(send())).toMatchObject({
+      status: 'error',
+      code: 'idempotency_key_invalid',
+    });
+    expect(t.runs.count('bookByHeader')).toBe(0);
+    // The app still answers.
+    const key = randomUUID();
+    const withHeader = await t.client('mqtt', { 'x-idempotency-key': key });
+    expect(
+      await firstValueFrom(withHeader.send(`${t.prefix}.book-by-header`, { product: 'after' })),
+    ).toMatchObject({ product: 'after' });
+  });
+
+  it('a wildcard subscription: the fingerprint has the topic the message came in on, so the same key on another topic is reused', async () => {
+    const requestId = randomUUID();
+    const send = (topic: string) =>
+      firstValueFrom(client.send(`${t.prefix}.wild/${topic}`, { requestId, product: 'w' }));
+    const first = await send('a');
+    expect(first).toMatchObject({ product: 'w', topic: `${t.prefix}.wild/a` });
+    expect(await send('a')).toEqual(first);
+    expect(await rpcError(send('b'))).toMatchObject({ code: 'idempotency_key_reused' });
+    expect(t.runs.count('bookWild')).toBe(1);
   });
 });

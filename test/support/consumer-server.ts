@@ -1,8 +1,8 @@
 // Child-process entry for the exactly-once consumer tests: a standalone microservice whose
 // @EventPattern handler inserts a row through IdempotencyTransaction (transactional: true),
-// on Redis or RabbitMQ (noAck: false, acknowledged by the module). Prints `READY 0`, then
-// `INSERTED <eventId>` once its insert is done; with STALL_MS it then waits before
-// returning, so the test can kill it between the insert and the commit.
+// on Redis, MQTT 5 (the machine's Mosquitto) or RabbitMQ (noAck: false, acknowledged by the
+// module). Prints `READY 0`, then `INSERTED <eventId>` once its insert is done; with STALL_MS
+// it then waits before returning, so the test can kill it between the insert and the commit.
 import 'reflect-metadata';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -58,7 +58,9 @@ const options: MicroserviceOptions =
           noAck: false,
         },
       }
-    : { transport: Transport.REDIS, options: { host: '127.0.0.1', port: 6379 } };
+    : TRANSPORT === 'mqtt'
+      ? { transport: Transport.MQTT, options: { url: process.env.MQTT_URL!, protocolVersion: 5 } }
+      : { transport: Transport.REDIS, options: { host: '127.0.0.1', port: 6379 } };
 
 const app = await NestFactory.createMicroservice(ConsumerModule, {
   ...options,

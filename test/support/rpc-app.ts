@@ -1,7 +1,8 @@
 // A hybrid app (HTTP plus microservices) with idempotent @MessagePattern and @EventPattern
 // handlers, listening on Nest's Redis transport (the machine's Redis), on TCP, on RabbitMQ
-// (the machine's broker, auto-ack) and on NATS (the machine's server). Patterns carry a random prefix and the queue a random
-// name, so parallel runs on one Redis or broker never hear each other.
+// (the machine's broker, auto-ack), on NATS (the machine's server) and on MQTT 5 (the machine's
+// Mosquitto). Patterns (MQTT topics) carry a random prefix and the queue a random name, so
+// parallel runs on one Redis or broker never hear each other.
 import {
   Controller,
   Injectable,
@@ -14,8 +15,10 @@ import {
 } from '@nestjs/common';
 import {
   ClientProxyFactory,
+  Ctx,
   EventPattern,
   MessagePattern,
+  MqttContext,
   Payload,
   Transport,
   type ClientProxy,
@@ -33,8 +36,10 @@ import { testIdempotencyModule } from './nest-app.js';
 export const REDIS = { host: '127.0.0.1', port: 6379 };
 export const RMQ_URL = 'amqp://guest:guest@127.0.0.1:5672';
 export const NATS = { servers: ['nats://127.0.0.1:4222'] };
-export type RpcTransportName = 'redis' | 'tcp' | 'rmq' | 'nats';
-export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp', 'rmq', 'nats'];
+/** MQTT 5, so messages carry user properties (the key header). */
+export const MQTT = { url: 'mqtt://127.0.0.1:1883', protocolVersion: 5 as const };
+export type RpcTransportName = 'redis' | 'tcp' | 'rmq' | 'nats' | 'mqtt';
+export const RPC_TRANSPORTS: RpcTransportName[] = ['redis', 'tcp', 'rmq', 'nats', 'mqtt'];
 
 export interface BookMessage {
   requestId?: string;
@@ -95,6 +100,14 @@ function controllers(prefix: string, bookingsTable: string) {
     bookByHeader(@Payload() message: BookMessage) {
       this.runs.hit('bookByHeader');
       return { id: randomUUID(), product: message.product };
+    }
+
+    /** MQTT only: a wildcard subscription, answering on the topic the message came in on. */
+    @MessagePattern(`${prefix}.wild/+`, Transport.MQTT)
+    @Idempotent({ key: byRequestId })
+    bookWild(@Payload() message: BookMessage, @Ctx() context: MqttContext) {
+      this.runs.hit('bookWild');
+      return { id: randomUUID(), product: message.product, topic: context.getTopic() };
     }
 
     @MessagePattern(`${prefix}.book-in-transaction`)
@@ -176,6 +189,10 @@ export async function createRpcApp(): Promise<RpcTestApp> {
   app.connectMicroservice({ transport: Transport.REDIS, options: REDIS });
   app.connectMicroservice({ transport: Transport.RMQ, options: rmq });
   app.connectMicroservice({ transport: Transport.NATS, options: NATS });
+  app.connectMicroservice({
+    transport: Transport.MQTT,
+    options: { ...MQTT, clientId: `${prefix}-server` },
+  });
   const tcp: INestMicroservice = app.connectMicroservice({
     transport: Transport.TCP,
     options: { host: '127.0.0.1', port: 0 },
@@ -191,15 +208,26 @@ export async function createRpcApp(): Promise<RpcTestApp> {
     tableName,
     bookingsTable,
     async client(transport, metadata) {
-      // RabbitMQ and NATS carry message headers; Redis and TCP Nest 12's packet metadata.
+      // RabbitMQ and NATS carry message headers, MQTT 5 user properties (the client's
+      // `userProperties` option goes on every message it publishes); Redis and TCP Nest 12's
+      // packet metadata.
       const client = ClientProxyFactory.create(
-        transport === 'rmq'
-          ? { transport: Transport.RMQ, options: { ...rmq, headers: metadata } }
-          : transport === 'nats'
-            ? { transport: Transport.NATS, options: { ...NATS, headers: metadata } }
-            : transport === 'redis'
-              ? { transport: Transport.REDIS, options: REDIS }
-              : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
+        transport === 'mqtt'
+          ? {
+              transport: Transport.MQTT,
+              options: {
+                ...MQTT,
+                clientId: `${prefix}-client-${clients.length}`,
+                ...(metadata ? { userProperties: metadata } : {}),
+              },
+            }
+          : transport === 'rmq'
+            ? { transport: Transport.RMQ, options: { ...rmq, headers: metadata } }
+            : transport === 'nats'
+              ? { transport: Transport.NATS, options: { ...NATS, headers: metadata } }
+              : transport === 'redis'
+                ? { transport: Transport.REDIS, options: REDIS }
+                : { transport: Transport.TCP, options: { host: '127.0.0.1', port: tcpPort } },
       );
       if (metadata && (transport === 'redis' || transport === 'tcp')) {
         client.setOnDispatchHook((packet) => (packet.metadata = { ...metadata }));

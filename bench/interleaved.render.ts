@@ -126,7 +126,7 @@ function ratioGoal(values: number[], atLeast: number, where: string, limit?: num
   const ceiling = limit && spread(limit);
   const reach =
     ceiling && ceiling.count > 0
-      ? ceiling.median < atLeast
+      ? ceiling.median < atLeast && s.median < atLeast
         ? `; beyond reach here: the limit target itself, with no SQL at all, is at ${fmtRatio(ceiling)}`
         : `; the limit target is at ${fmtRatio(ceiling)}`
       : '';

@@ -10,22 +10,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { freePort, startEmbeddedPostgres } from '../../scripts/embedded-postgres.js';
+import { bookingRequest } from '../support/booking-request.js';
 import { send, type TestResponse } from '../support/http.js';
 import { waitFor } from '../support/processes.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const START_TIMEOUT_MS = 150_000;
 const AUTH: [string, string] = ['authorization', 'Bearer demo-token-acme'];
-const BOOKING = {
-  currency: 'EUR',
-  policyholder: {
-    first_name: 'Ada',
-    last_name: 'Lovelace',
-    email: 'ada@example.com',
-    country: 'GB',
-  },
-  quotes: [{ policy_type: 'travel', policy_start_date: '2027-01-15', price: 42.5 }],
-};
+const BOOKING = bookingRequest(42.5);
 
 interface NpmStart {
   child: ChildProcess;

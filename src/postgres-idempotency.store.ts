@@ -11,7 +11,7 @@ import { guardedPoolOf } from './postgres-pool.guard.js';
 import { ASYNCHRONOUS_COMMIT } from './postgres-batch.statements.js';
 import { batchLimitsFor, storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
 import type { StatementBatcher } from './postgres-statement.batcher.js';
-import { remaining, StatementTimeoutError } from './postgres-statement.runner.js';
+import { deadlineAfter, remaining, StatementTimeoutError } from './postgres-statement.runner.js';
 import {
   IdempotencyStore,
   IdempotencyStoreTimeoutError,
@@ -180,7 +180,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   async claim(request: ClaimRequest): Promise<ClaimResult> {
     const { scope, key, fingerprint, leaseMs, retentionMs, timeoutMs } = request;
     // The attempts share one time bound.
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    const deadline = deadlineAfter(timeoutMs);
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
       const token = newFencingToken();
       const values = [scope, key, fingerprint, leaseMs, retentionMs, token];
@@ -246,7 +246,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       retentionMs,
     ];
     // The first call of a process also probes the table: both share the call's bound.
-    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
+    const deadline = deadlineAfter(call.timeoutMs);
     const notifying = await this.hasWaitersColumn(call.timeoutMs);
     const statement = notifying ? this.sql.completeNotifying : this.sql.complete;
     const batcher = notifying ? this.batchers?.completeNotifying : this.batchers?.complete;
@@ -267,7 +267,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   async release(record: ClaimedRecord, call: StoreCallOptions = {}): Promise<boolean> {
     const values = [record.scope, record.key, record.token];
     // The first call of a process also probes the table: both share the call's bound.
-    const deadline = call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs;
+    const deadline = deadlineAfter(call.timeoutMs);
     const notifying = await this.hasWaitersColumn(call.timeoutMs);
     const statement = notifying ? this.sql.releaseNotifying : this.sql.release;
     const { rowCount } = await this.run(statement, values, remaining(deadline));

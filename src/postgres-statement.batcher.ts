@@ -13,6 +13,7 @@
 // batch the server rejects is run again row by row, so one bad row fails only its caller.
 import type { SqlExecutor, SqlResult, SqlStatement } from './postgres-idempotency.store.js';
 import {
+  deadlineAfter,
   isServerError,
   remaining,
   StatementTimeoutError,
@@ -82,7 +83,7 @@ export class StatementBatcher {
         values,
         identity: this.statement.identity(values),
         timeoutMs,
-        deadline: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
+        deadline: deadlineAfter(timeoutMs),
         answered: false,
         resolve,
         reject,

@@ -156,6 +156,11 @@ export function cancelOnServer(client: PgClientLike): void {
   socket.unref();
 }
 
+/** When a bound of `timeoutMs` from now passes, or undefined when unbounded. */
+export function deadlineAfter(timeoutMs: number | undefined): number | undefined {
+  return timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+}
+
 /** Milliseconds left until `deadline` (at least 1), or undefined when unbounded. */
 export function remaining(deadline: number | undefined): number | undefined {
   return deadline === undefined ? undefined : Math.max(1, deadline - Date.now());

@@ -119,8 +119,17 @@ function postgresTimes(rows: { pid: number }[]): Map<number, number> | undefined
 
 /** A process's user + system CPU ms so far, all threads; undefined if gone or unreadable. */
 export function processMs(pid: number, expectedName?: string): number | undefined {
+  return statMs(`/proc/${pid}/stat`, expectedName);
+}
+
+/** The CPU ms of a process's main thread (the event loop's), without GC and pool threads. */
+export function mainThreadMs(pid: number): number | undefined {
+  return statMs(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function statMs(path: string, expectedName?: string): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     const close = stat.lastIndexOf(')');
     if (expectedName && stat.slice(stat.indexOf('(') + 1, close) !== expectedName) return undefined;
     // Fields after the parenthesised command name: utime and stime are the 12th and 13th.

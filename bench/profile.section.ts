@@ -15,6 +15,7 @@ import {
   type Scenario,
   type Target,
 } from './load.js';
+import { mainThreadMs } from './cpu.js';
 import { ask, startApps, stopApps } from './processes.js';
 import { summarizeProfile, type ProfileSummary } from './profile.js';
 import type { BenchContext, BenchSection, SectionResult } from './section.js';
@@ -54,7 +55,12 @@ export const profileSection: BenchSection = {
       };
       await prepareReplays(target);
       const connections = settings.highConnections;
-      const profiles: { name: string; profile: ProfileSummary; run: RunResult }[] = [];
+      const profiles: {
+        name: string;
+        profile: ProfileSummary;
+        run: RunResult;
+        threadMs: number;
+      }[] = [];
       for (const [name, scenario] of [
         ['New keys', newKeys(connections)],
         ['Replays', replays(connections)],
@@ -69,19 +75,21 @@ export const profileSection: BenchSection = {
         const file = join(dir, `module-${scenario.id}.cpuprofile`);
         try {
           await ask(app.child, { command: 'profile-start' }, 'profiling');
+          const threadBefore = mainThreadMs(app.pids[0]) ?? NaN;
           const run = await measure(target, scenario, {
             tag,
             seconds: settings.seconds,
             cpu: context.cpu,
           });
+          const threadMs = (mainThreadMs(app.pids[0]) ?? NaN) - threadBefore;
           await ask(app.child, { command: 'profile-stop', file }, 'profiled');
-          profiles.push({ name, profile: summarizeProfile(file), run });
+          profiles.push({ name, profile: summarizeProfile(file), run, threadMs });
         } finally {
           if (!settings.profileDir) rmSync(dir, { recursive: true, force: true });
         }
       }
       return {
-        markdown: `At ${connections} connections, ${settings.seconds} s per scenario. Self time only: time spent waiting on Postgres is idle here.\n\n${profiles.map(renderProfile).join('\n')}`,
+        markdown: `At ${connections} connections, ${settings.seconds} s per scenario. Self time only: time spent waiting on Postgres is idle here. The profiler samples wall time, so shares are of sampled time, not of CPU.\n\n${profiles.map(renderProfile).join('\n')}`,
         data: profiles.map(({ name, profile }) => ({ name, profile })),
       };
     } finally {
@@ -94,10 +102,13 @@ function renderProfile({
   name,
   profile,
   run,
+  threadMs,
 }: {
   name: string;
   profile: ProfileSummary;
   run: RunResult;
+  /** CPU of the app's main thread over the measured run (about the profiled window). */
+  threadMs: number;
 }): string {
   const areas = profile.byArea
     .slice(0, 10)
@@ -110,10 +121,15 @@ function renderProfile({
     )
     .join('\n');
   const writes = profile.socketWrites;
+  // V8 samples wall time: while the thread waits for a core (a Postgres backend it woke, or
+  // the load generator, runs instead), the time lands on the function that was running. The
+  // main thread's own CPU over (about) the same window says how much of "busy" that is.
+  const preempted = profile.busyMs - threadMs;
   return `### ${name}
 
 ${fmt(run.requests)} requests (${fmt(run.rps)} req/s under the profiler), ${fmt(run.queries)} SQL statements.
-Busy ${fmt(profile.busyMs)} ms of ${fmt(profile.totalMs)} ms sampled (the rest idle). Code in \`src/\` and
+Busy ${fmt(profile.busyMs)} ms of ${fmt(profile.totalMs)} ms sampled (the rest idle). CPU over the measured run: the
+main thread ${fmt(threadMs)} ms, the whole process (GC and other threads too) ${fmt(run.cpu.appMs)} ms${preempted > 0 ? `; so about ${fmt(preempted)} ms of "busy" is time the main thread waited for a core, counted against whatever it was running` : ''}. Code in \`src/\` and
 what it calls synchronously, socket writes aside: ${pct(profile.moduleInclusiveShare)} of busy time. Socket writes
 (native \`writev\`/\`write*String\`): ${fmt(writes.toPostgresMs)} ms sending SQL (${fmt((writes.toPostgresMs * 1000) / Math.max(1, run.queries))} µs per
 statement), ${fmt(writes.toHttpClientsMs)} ms sending HTTP responses (${fmt((writes.toHttpClientsMs * 1000) / Math.max(1, run.requests))} µs per response).

@@ -312,12 +312,14 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       const code = (error as { code?: string }).code;
       if (code !== '42P01' && code !== '42703' && code !== '3F000') throw error;
       const table = this.tableName ?? DEFAULT_TABLE_NAME;
-      const migration =
+      // Both migrations: the second one's column is optional, but a table created now should
+      // have it (without it, waiting duplicates poll instead of being notified).
+      const migrations =
         table === DEFAULT_TABLE_NAME
-          ? 'CreateIdempotencyRecords1764403200000'
-          : `createIdempotencyRecordsMigration('${table}')`;
+          ? 'CreateIdempotencyRecords1764403200000 and AddIdempotencyWaiters1795910400000'
+          : `createIdempotencyRecordsMigration('${table}') and createIdempotencyWaitersMigration('${table}')`;
       throw new Error(
-        `IdempotencyModule: table "${table}" ${code === '42703' ? 'lacks columns the module needs' : 'does not exist'} (${(error as Error).message}). Run the migration ${migration} (add it to your DataSource's migrations), or set runMigrations: true to create it on start-up.`,
+        `IdempotencyModule: table "${table}" ${code === '42703' ? 'lacks columns the module needs' : 'does not exist'} (${(error as Error).message}). Run the migrations ${migrations} (add both to your DataSource's migrations), or set runMigrations: true to create it on start-up.`,
         { cause: error },
       );
     }

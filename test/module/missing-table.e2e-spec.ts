@@ -36,15 +36,15 @@ async function start(options: Partial<IdempotencyModuleOptions>) {
 }
 
 describe('start-up check of the idempotency table (runMigrations: false)', () => {
-  it('fails with the migration class and runMigrations when the default table is missing', async () => {
+  it('fails naming both migration classes and runMigrations when the default table is missing', async () => {
     await expect(start({})).rejects.toThrow(
-      /table "idempotency_records" does not exist.*Run the migration CreateIdempotencyRecords1764403200000.*runMigrations: true/,
+      /table "idempotency_records" does not exist.*Run the migrations CreateIdempotencyRecords1764403200000 and AddIdempotencyWaiters1795910400000 .*runMigrations: true/,
     );
   });
 
-  it('names the migration factory for a custom table name', async () => {
+  it('names both migration factories for a custom table name', async () => {
     await expect(start({ tableName: 'order_keys' })).rejects.toThrow(
-      /table "order_keys" does not exist.*createIdempotencyRecordsMigration\('order_keys'\).*runMigrations: true/,
+      /table "order_keys" does not exist.*createIdempotencyRecordsMigration\('order_keys'\) and createIdempotencyWaitersMigration\('order_keys'\).*runMigrations: true/,
     );
   });
 

@@ -116,7 +116,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
         holdResponse(raw, options.replayHeaders, async (captured) => {
           stopRenewing();
           const settlement = transactionalSettlementOf(captured, handler, options);
-          if (settlement.discardWrites) {
+          if (settlement.action === 'release' && !handler.ended) {
+            // Answered around a handler that may still run (an outer timeout's 408): a
+            // ROLLBACK would let its next write commit outside the transaction.
+            transaction.abort();
+          } else if (settlement.discardWrites) {
             // A stored error keeps none of the handler's writes: roll them back, store it alone.
             await transaction.rollback(options.statementTimeoutMs).catch(() => undefined);
           }

@@ -39,6 +39,11 @@ export class HandlerOutcome {
     return this.state === 'running';
   }
 
+  /** Returned or threw: its code runs no more (a handler torn down may still be running). */
+  get ended(): boolean {
+    return this.state === 'answered' || this.state === 'failed';
+  }
+
   /** Resolves once the handler has finished or was torn down. */
   finished(): Promise<void> {
     if (this.state !== 'running') return Promise.resolve();

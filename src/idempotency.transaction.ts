@@ -136,6 +136,15 @@ export class OpenTransaction {
     }
   }
 
+  /**
+   * Rolls back by closing the connection, for a handler that may still be running on it:
+   * after a ROLLBACK its next query would run outside any transaction and commit on its own;
+   * on a closed connection it fails. rollback() then only gives the query runner back.
+   */
+  abort(): void {
+    this.cutConnection(new Error('The transaction was ended while its handler still ran.'));
+  }
+
   /** The pg client under the query runner, once connected. */
   private get client(): PgClientLike | undefined {
     return (this.queryRunner as unknown as { databaseConnection?: PgClientLike })

@@ -1,0 +1,105 @@
+// A transactional handler still running when an outer timeout interceptor answers 408: the
+// module rolls its transaction back and frees the key, but the handler goes on. Its next
+// query must not run on that connection after the rollback, outside any transaction, where
+// it would commit on its own while a retry runs the handler again.
+import {
+  Body,
+  Controller,
+  Injectable,
+  Post,
+  RequestTimeoutException,
+  UseInterceptors,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
+} from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { catchError, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
+import { Idempotent, IdempotencyTransaction } from '../../src/index.js';
+import { send } from '../support/http.js';
+import { createRouteApp, type RouteApp } from '../support/route-app.js';
+import { ADAPTERS, RunCounter, sleep, uniqueTableName } from '../support/test-app.js';
+
+const transfers = uniqueTableName('idem_tx_transfers');
+
+/** Answers 408 after 300 ms when asked to, as an app-wide timeout interceptor would. */
+@Injectable()
+class ShortTimeout implements NestInterceptor {
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    const request = context.switchToHttp().getRequest<{ headers: Record<string, unknown> }>();
+    if (!request.headers['x-short-timeout']) return next.handle();
+    return next.handle().pipe(
+      timeout(300),
+      catchError((error: unknown) =>
+        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
+      ),
+    );
+  }
+}
+
+@Controller('transfers')
+@UseInterceptors(ShortTimeout)
+class TransfersController {
+  constructor(
+    private readonly tx: IdempotencyTransaction,
+    private readonly runs: RunCounter,
+  ) {}
+
+  /** A slow first statement (a lock wait, say), still in flight at the 408; then a write. */
+  @Post()
+  @Idempotent({ transactional: true })
+  async transfer(@Body() body: { ref: string }) {
+    this.runs.hit('transfer');
+    await this.tx.manager.query('SELECT pg_sleep(0.6)');
+    await this.tx.manager.query(`INSERT INTO "${transfers}" (ref) VALUES ($1)`, [body.ref]);
+    return { ref: body.ref };
+  }
+}
+
+let db: pg.Client;
+beforeAll(async () => {
+  db = new pg.Client(process.env.DATABASE_URL);
+  await db.connect();
+  await db.query(`CREATE TABLE "${transfers}" (id bigserial PRIMARY KEY, ref text NOT NULL)`);
+});
+afterAll(async () => {
+  await db?.query(`DROP TABLE IF EXISTS "${transfers}"`);
+  await db?.end();
+});
+
+const written = async (ref: string): Promise<number> =>
+  (await db.query(`SELECT count(*)::int AS n FROM "${transfers}" WHERE ref = $1`, [ref])).rows[0].n;
+
+describe.each(ADAPTERS)('a transactional handler outlived by a timeout (%s)', (adapter) => {
+  let t: RouteApp;
+  beforeAll(async () => {
+    t = await createRouteApp(adapter, { controllers: [TransfersController] });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const post = (key: string, ref: string, shortTimeout: boolean) =>
+    send(t.url, '/transfers', {
+      headers: [
+        ['x-idempotency-key', key],
+        ...(shortTimeout ? [['x-short-timeout', '1'] as [string, string]] : []),
+      ],
+      body: { ref },
+    });
+
+  it('commits none of the first run once its transaction was rolled back', async () => {
+    const key = randomUUID();
+    const ref = randomUUID();
+    expect((await post(key, ref, true)).status).toBe(408);
+    // The handler's sleep ends at 600 ms and it tries its write.
+    await sleep(1_000);
+    expect(await written(ref)).toBe(0);
+
+    const retry = await post(key, ref, false);
+    expect(retry.status).toBe(201);
+    expect(t.runs.count('transfer')).toBe(2);
+    expect(await written(ref)).toBe(1);
+  });
+});

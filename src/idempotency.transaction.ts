@@ -7,6 +7,7 @@ import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempoten
 import type { SqlExecutor } from './postgres-idempotency.store.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
 import {
+  cancelOnServer,
   isServerError,
   runStatement,
   withinTimeout,
@@ -139,9 +140,14 @@ export class OpenTransaction {
   /**
    * Rolls back by closing the connection, for a handler that may still be running on it:
    * after a ROLLBACK its next query would run outside any transaction and commit on its own;
-   * on a closed connection it fails. rollback() then only gives the query runner back.
+   * on a closed connection it fails. The statement it may be running is cancelled first: a
+   * server reads the close only between statements, so a long one (a lock wait) would keep
+   * its backend, and the locks its writes took, until it ended. rollback() then only gives
+   * the query runner back.
    */
   abort(): void {
+    const client = this.client;
+    if (client && !this.cut) cancelOnServer(client);
     this.cutConnection(new Error('The transaction was ended while its handler still ran.'));
   }
 

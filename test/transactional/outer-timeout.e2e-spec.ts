@@ -55,6 +55,16 @@ class TransfersController {
     await this.tx.manager.query(`INSERT INTO "${transfers}" (ref) VALUES ($1)`, [body.ref]);
     return { ref: body.ref };
   }
+
+  /** A write, then a statement that would run for 30 s (a lock wait that never ends, say). */
+  @Post('stuck')
+  @Idempotent({ transactional: true })
+  async stuck(@Body() body: { ref: string }) {
+    this.runs.hit('stuck');
+    await this.tx.manager.query(`INSERT INTO "${transfers}" (ref) VALUES ($1)`, [body.ref]);
+    await this.tx.manager.query(`SELECT pg_sleep(30), $1::text AS ref`, [body.ref]);
+    return { ref: body.ref };
+  }
 }
 
 let db: pg.Client;
@@ -80,8 +90,8 @@ describe.each(ADAPTERS)('a transactional handler outlived by a timeout (%s)', (a
     await t?.close();
   });
 
-  const post = (key: string, ref: string, shortTimeout: boolean) =>
-    send(t.url, '/transfers', {
+  const post = (key: string, ref: string, shortTimeout: boolean, path = '/transfers') =>
+    send(t.url, path, {
       headers: [
         ['x-idempotency-key', key],
         ...(shortTimeout ? [['x-short-timeout', '1'] as [string, string]] : []),
@@ -101,5 +111,23 @@ describe.each(ADAPTERS)('a transactional handler outlived by a timeout (%s)', (a
     expect(retry.status).toBe(201);
     expect(t.runs.count('transfer')).toBe(2);
     expect(await written(ref)).toBe(1);
+  });
+
+  it('cancels the statement the handler is still running, so its backend and locks go at once', async () => {
+    const key = randomUUID();
+    const ref = randomUUID();
+    expect((await post(key, ref, true, '/transfers/stuck')).status).toBe(408);
+    // Without the cancel, the backend sleeps on for 30 s holding the row its INSERT wrote.
+    const stillRunning = async () =>
+      (
+        await db.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'`,
+        )
+      ).rows[0].n;
+    const deadline = Date.now() + 3_000;
+    while ((await stillRunning()) > 0 && Date.now() < deadline) await sleep(50);
+    expect(await stillRunning()).toBe(0);
+    expect(await written(ref)).toBe(0);
+    expect(t.runs.count('stuck')).toBe(1);
   });
 });

@@ -48,7 +48,7 @@ export const CANCEL_GRACE_MS = 1_000;
 /**
  * Runs `statement` on `client`, bounded by `statement.timeoutMs` when set. `handBack` gives
  * the client back once it is free: without an error while it is healthy, with one when it
- * must be closed (its statement never answered).
+ * must be closed (its statement failed, or outlived its bound and was cancelled).
  */
 export function runStatement(
   client: PgClientLike,
@@ -91,7 +91,9 @@ export function runStatement(
       if (state !== 'timed out') return; // cut: the pool already closed the connection
       state = 'answered';
       clearTimeout(graceTimer);
-      handBack(error ?? undefined);
+      // Closed rather than reused: the cancel travels on a connection of its own and may
+      // reach the server only now, where it would cancel the next caller's statement.
+      handBack(error ?? new Error('The connection of a cancelled statement is not reused'));
       if (!error) settle!({ applied: true, result });
       else settle!(isServerError(error) ? { applied: false } : { applied: 'unknown' });
     });

@@ -236,3 +236,59 @@ describe('PostgresIdempotencyStore on a plain pg Pool', () => {
     expect(await store.claim(claim)).toMatchObject({ outcome: 'claimed' });
   });
 });
+
+// A timed-out statement is cancelled with a CancelRequest, which travels on a connection of
+// its own and may reach the server after the statement has ended anyway. Had its connection
+// gone back to the pool, the late cancel would hit whatever ran next on that backend: another
+// caller's statement (the application's own, on a shared DataSource).
+describe('a cancel that reaches the server after its statement ended', () => {
+  const tableName = uniqueTableName('idem_late_cancel');
+  let proxy: TcpProxy;
+  let pool: pg.Pool;
+  let locker: pg.Client;
+
+  beforeAll(async () => {
+    proxy = TcpProxy.forUrl(process.env.DATABASE_URL!);
+    await proxy.open();
+    // One connection: the next caller gets the very one the timed-out statement ran on.
+    pool = new pg.Pool({ connectionString: proxy.url(process.env.DATABASE_URL!), max: 1 });
+    for (const statement of idempotencyRecordsDdl(tableName).up) await pool.query(statement);
+    locker = new pg.Client(process.env.DATABASE_URL);
+    await locker.connect();
+  });
+  afterAll(async () => {
+    await locker.end();
+    await pool.end();
+    await proxy.close();
+    await dropTable(tableName);
+  });
+
+  it('does not cancel the next statement on that connection', async () => {
+    const store = new PostgresIdempotencyStore(pool, tableName, { batching: false });
+    const claim = {
+      scope: '',
+      key: randomUUID(),
+      fingerprint: Buffer.alloc(32),
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+      timeoutMs: 400,
+    };
+    await locker.query('BEGIN');
+    await locker.query(`LOCK TABLE "${tableName}" IN ACCESS EXCLUSIVE MODE`);
+    // The cancel sent at 400 ms reaches the server at about 1,400 ms.
+    proxy.delayNew(1_000);
+    const failure = await store.claim(claim).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(IdempotencyStoreTimeoutError);
+    // The lock goes within the cancel's grace: the claim ends on its own, and is answered.
+    await locker.query('COMMIT');
+    const late = (failure as IdempotencyStoreTimeoutError).lateClaim!;
+    expect(await late.applied).toBe(true);
+    // The next caller's statement is running when the cancel arrives.
+    const next = await pool
+      .query('SELECT pg_sleep(1.5), 1 AS done')
+      .then((result) => result.rows[0].done as number)
+      .catch((error: { code?: string }) => error.code);
+    proxy.delayNew(0);
+    expect(next).toBe(1);
+  }, 15_000);
+});

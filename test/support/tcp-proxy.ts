@@ -20,6 +20,8 @@ export class TcpProxy {
   private readonly startups = new Map<Socket, string>();
   private readonly mutes = new Set<string>();
   private readonly muted = new WeakSet<Socket>();
+  /** Milliseconds each new connection waits before it is forwarded (see delayNew). */
+  private newDelayMs = 0;
   /** Connections accepted since creation. */
   accepted = 0;
   port = 0;
@@ -57,6 +59,10 @@ export class TcpProxy {
         client.pause();
         client.on('error', () => client.destroy());
         this.held.push(client);
+      } else if (this.newDelayMs > 0) {
+        client.pause();
+        client.on('error', () => client.destroy());
+        setTimeout(() => !client.destroyed && this.link(client), this.newDelayMs);
       } else {
         this.link(client);
       }
@@ -81,6 +87,15 @@ export class TcpProxy {
       client.pause();
       upstream.pause();
     }
+  }
+
+  /**
+   * From now on forwards each new connection only `ms` after it arrives (0: at once), while
+   * open ones carry on: a slow network path for, say, Postgres's cancel requests, which each
+   * come on a connection of their own.
+   */
+  delayNew(ms: number): void {
+    this.newDelayMs = ms;
   }
 
   /** Forwards again whatever waited, then carries on. */
@@ -163,6 +178,7 @@ export class TcpProxy {
     this.links.clear();
     this.held.length = 0;
     this.paused = false;
+    this.newDelayMs = 0;
     this.mutes.clear();
     await closed;
   }

@@ -41,6 +41,14 @@ class ScopedController {
     return { ran: true };
   }
 
+  /** The tenant named in the body: any string JSON can carry, NUL and lone surrogates too. */
+  @Post('body')
+  @Idempotent({ scope: (request) => `tenant:${request.body?.tenant}` })
+  bodyScope() {
+    this.runs.hit('body');
+    return { run: this.runs.count('body') };
+  }
+
   @Post('async')
   @Idempotent({ scope: async (request) => `partner:${request.headers['x-partner'] ?? ''}` })
   asyncScope() {
@@ -106,6 +114,49 @@ describe.each(ADAPTERS)('misleading answers under %s', (adapter) => {
         expect(await recordsFor(key)).toBe(0);
       },
     );
+
+    // Postgres text holds neither: NUL fails the claim (it was answered 503 "store
+    // unavailable, retry", forever), and a lone surrogate is stored as U+FFFD, so two tenants
+    // became one scope and one replayed the other's response.
+    it.each([
+      { what: 'a NUL character', tenant: '"a\\u0000b"', logged: 'with a NUL character' },
+      { what: 'a lone surrogate', tenant: '"t\\ud800"', logged: 'with a lone UTF-16 surrogate' },
+    ])(
+      'answers 500 idempotency_scope_unresolved when it returns $what, logs why, runs nothing',
+      async ({ tenant, logged }) => {
+        const key = randomUUID();
+        const res = await send(t.url, '/scoped/body', {
+          headers: [['x-idempotency-key', key]],
+          body: `{"tenant":${tenant},"seats":2}`,
+        });
+        expectProblem(res, 500, 'idempotency_scope_unresolved');
+        expect(res.headers['retry-after']).toBeUndefined();
+        expect(t.logs.find('error', logged).join('\n')).toContain('ScopedController.bodyScope');
+        expect(t.runs.count('body')).toBe(0);
+        expect(await recordsFor(key)).toBe(0);
+      },
+    );
+
+    it('keeps scopes apart that differ only in unpaired surrogates, and takes any other text', async () => {
+      const key = randomUUID();
+      const book = (tenant: string) =>
+        send(t.url, '/scoped/body', {
+          headers: [['x-idempotency-key', key]],
+          body: `{"tenant":${tenant},"seats":2}`,
+        });
+      // Both were stored as "t\uFFFD": the second tenant met the first one's record (422 here,
+      // as the bodies differ; a replay of its response where they do not).
+      const first = await book('"t\\ud800"');
+      const second = await book('"t\\udbff"');
+      expect([first.status, second.status]).toEqual([500, 500]);
+      // Well-formed text of any script is stored as it is, each tenant apart.
+      const answers = [];
+      for (const tenant of ['"t\u00e9"', '"t\ud83d\ude00"', '"t\ud83d\ude01"', '"t\u00e9"']) {
+        answers.push((await book(tenant)).status);
+      }
+      expect(answers).toEqual([201, 201, 201, 409]);
+      expect(t.runs.count('body')).toBe(3);
+    });
 
     it('leaves requests without a key alone', async () => {
       expect((await post('/scoped/throws', [])).status).toBe(201);

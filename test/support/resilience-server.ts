@@ -103,7 +103,13 @@ class WorkController {
   providers: [
     {
       provide: RUNS,
-      useFactory: () => new pg.Pool({ connectionString: env('DATABASE_URL'), max: 5 }),
+      useFactory: () => {
+        const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: 5 });
+        // An idle client's backend terminated (a server restart) must not end the process:
+        // the pool drops it and the next run's insert connects again.
+        pool.on('error', () => undefined);
+        return pool;
+      },
     },
   ],
 })

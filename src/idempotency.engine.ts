@@ -460,54 +460,64 @@ export class IdempotencyEngine {
     firstTimedOut: boolean,
   ): void {
     const hash = this.factsOf(record).keyHash;
-    this.retryInBackground(
-      record,
-      options,
-      async () => {
-        const settling = performance.now();
-        const stored = await this.store.complete(record, response, options.retentionMs, {
-          timeoutMs: options.statementTimeoutMs,
-        });
-        if (stored) {
-          this.logger.log(`Stored the response for key ${hash} on retry`);
-          this.completed(record, response.status, settling);
-        } else if (firstTimedOut) {
-          // A statement that timed out can still be applied once the database answers.
-          this.logger.warn(
-            `Key ${hash} (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
-          );
-        } else {
-          this.leaseLost(record, 'complete');
-        }
-        return true;
-      },
-      `Gave up storing the response for key ${hash} (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+    // Tracked like the first store, so shutdown waits for it: a response dropped here is
+    // lost for good, and a retry after the lease runs the handler again. Bounded by the lease.
+    void this.settlements.track(
+      this.retryInBackground(
+        record,
+        options,
+        async () => {
+          const settling = performance.now();
+          const stored = await this.store.complete(record, response, options.retentionMs, {
+            timeoutMs: options.statementTimeoutMs,
+          });
+          if (stored) {
+            this.logger.log(`Stored the response for key ${hash} on retry`);
+            this.completed(record, response.status, settling);
+          } else if (firstTimedOut) {
+            // A statement that timed out can still be applied once the database answers.
+            this.logger.warn(
+              `Key ${hash} (scope "${record.scope}") was no longer in progress when its response was stored on retry: the first attempt, which timed out, went through after all, or another request took the key over.`,
+            );
+          } else {
+            this.leaseLost(record, 'complete');
+          }
+          return true;
+        },
+        `Gave up storing the response for key ${hash} (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+        true,
+      ),
     );
   }
 
   /**
    * Runs `attempt` with backoff until it returns true, or until shortly before the record's
    * lease passes (after which another request may take the key over anyway). A rejection
-   * counts as "not yet". Timers are unref'd: a process that is shutting down does not wait.
+   * counts as "not yet". Resolves once it succeeded or gave up. Timers are unref'd unless
+   * `keepAlive`: a process that is shutting down does not wait for them.
    */
   private retryInBackground(
     record: ClaimedRecord,
     options: ResolvedOptions,
     attempt: () => Promise<boolean>,
     giveUpMessage?: string,
-  ): void {
+    keepAlive = false,
+  ): Promise<void> {
     const deadline = Date.now() + options.leaseMs - RETRY_FIRST_MS;
-    const next = (delayMs: number) => {
-      if (Date.now() + delayMs > deadline) {
-        if (giveUpMessage) this.logger.error(giveUpMessage);
-        return;
-      }
-      const again = () => next(Math.min(delayMs * 2, RETRY_MAX_MS));
-      setTimeout(() => {
-        attempt().then((done) => done || again(), again);
-      }, delayMs).unref();
-    };
-    next(RETRY_FIRST_MS);
+    return new Promise<void>((finished) => {
+      const next = (delayMs: number) => {
+        if (Date.now() + delayMs > deadline) {
+          if (giveUpMessage) this.logger.error(giveUpMessage);
+          return finished();
+        }
+        const again = () => next(Math.min(delayMs * 2, RETRY_MAX_MS));
+        const timer = setTimeout(() => {
+          attempt().then((done) => (done ? finished() : again()), again);
+        }, delayMs);
+        if (!keepAlive) timer.unref();
+      };
+      next(RETRY_FIRST_MS);
+    });
   }
 
   /** This call took its key over from a request whose lease had passed. */

@@ -223,6 +223,13 @@ function assertValidValues(
       `Idempotency option namespace must be a string, got ${describeValue(namespace)}.`,
     );
   }
+  // Part of every record's scope: Postgres refuses NUL (every claim would answer 503) and
+  // stores a lone surrogate as U+FFFD (two namespaces would share their records).
+  if (namespace !== undefined && !isStorableText(namespace)) {
+    throw new Error(
+      `Idempotency option namespace must not contain NUL or a lone UTF-16 surrogate, got ${describeValue(namespace)}.`,
+    );
+  }
   for (const name of ['waitInFlightMs', 'maxInFlightWaiters'] as const) {
     const value = options[name];
     if (
@@ -277,4 +284,9 @@ function describeValue(value: unknown): string {
     return `a value of type ${Array.isArray(value) ? 'array' : typeof value}`;
   }
   return String(value);
+}
+
+/** Whether Postgres stores `text` as it is in a text column: no NUL, well-formed UTF-16. */
+export function isStorableText(text: string): boolean {
+  return !text.includes('\0') && (text as unknown as { isWellFormed(): boolean }).isWellFormed();
 }

@@ -274,6 +274,15 @@ describe('module options that cannot work are refused at start-up', () => {
     );
   });
 
+  it('refuses a namespace Postgres cannot store as it is (NUL, a lone surrogate)', async () => {
+    await expect(start({ namespace: 'orders\u0000' })).rejects.toThrow(
+      /namespace must not contain NUL or a lone UTF-16 surrogate/,
+    );
+    await expect(start({ namespace: 'orders\ud800' })).rejects.toThrow(
+      /namespace must not contain NUL or a lone UTF-16 surrogate/,
+    );
+  });
+
   it('accepts isGlobal, which forRoot() takes beside the options', async () => {
     await expect(start({ isGlobal: true })).resolves.toBeUndefined();
   });

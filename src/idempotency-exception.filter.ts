@@ -9,6 +9,8 @@ import { IdempotencyException } from './idempotency.exceptions.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 
 const TEXTUAL = /^(text\/|application\/([\w.+-]*\+)?(json|xml|javascript)\b)/i;
+/** The one form Express's res.send() leaves as it is: it rewrites any other (case, order). */
+const UTF8_ONLY = /^[^;A-Z]+; charset=utf-8$/;
 
 @Catch(IdempotencyException, IdempotentReplay)
 export class IdempotencyExceptionFilter implements ExceptionFilter {
@@ -22,7 +24,10 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
     const response = host.switchToHttp().getResponse();
     if (exception instanceof IdempotentReplay) {
       const { status, headers, body } = exception.response;
-      for (const [name, value] of Object.entries(headers)) adapter.setHeader(response, name, value);
+      // Set as stored on Node's response: Express's res.set() would add a charset to a
+      // Content-Type that has none (text/csv becomes text/csv; charset=utf-8).
+      const raw = response.raw ?? response;
+      for (const [name, value] of Object.entries(headers)) raw.setHeader(name, value);
       adapter.setHeader(response, REPLAYED_HEADER, 'true');
       adapter.setHeader(response, ORIGINAL_STATUS_HEADER, String(status));
       const replayStatus = exception.replayStatus === 'original' ? status : exception.replayStatus;
@@ -40,8 +45,10 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
 }
 
 /**
- * UTF-8 text goes out as a string (both adapters send it untouched); anything else (binary,
- * another charset, an encoded body) as the stored bytes, which neither adapter re-encodes.
+ * UTF-8 text labelled so goes out as a string (both adapters send it untouched); anything
+ * else (binary, another charset or none, an encoded body) as the stored bytes, which neither
+ * adapter re-encodes nor relabels: given a string, both add `charset=utf-8` to a Content-Type
+ * without one (Express to any, Fastify to JSON types).
  */
 function toSendable(
   body: Buffer,
@@ -53,7 +60,7 @@ function toSendable(
     !headers['content-encoding'] &&
     contentType !== undefined &&
     TEXTUAL.test(contentType) &&
-    (!/charset=/i.test(contentType) || /charset="?utf-8/i.test(contentType)) &&
+    UTF8_ONLY.test(contentType) &&
     isUtf8(body);
   return text ? body.toString('utf8') : new StreamableFile(body, { length: body.length });
 }

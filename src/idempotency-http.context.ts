@@ -12,7 +12,7 @@ import {
   type IdempotencyException,
 } from './idempotency.exceptions.js';
 import { fingerprintHttpRequest } from './idempotency-http.fingerprint.js';
-import { withoutTrailingSlash } from './idempotency-http.path.js';
+import { routeHasWildcard, withoutTrailingSlash } from './idempotency-http.path.js';
 import { readIdempotencyKey } from './idempotency-key.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import {
@@ -46,8 +46,9 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   }
 
   fingerprint(context: ExecutionContext): Promise<Buffer> {
-    return fingerprintHttpRequest(requestOf(context), {
-      target: withoutTrailingSlash,
+    const request = requestOf(context);
+    return fingerprintHttpRequest(request, {
+      target: routeHasWildcard(request) ? undefined : withoutTrailingSlash,
     });
   }
 

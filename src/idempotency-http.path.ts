@@ -11,3 +11,17 @@ export function withoutTrailingSlash(url: string): string {
   const trimmed = path.replace(/\/+$/, '') || (path ? '/' : '');
   return trimmed === path ? url : trimmed + (queryAt === -1 ? '' : url.slice(queryAt));
 }
+
+/**
+ * Whether the matched route has a wildcard, which takes a trailing slash into its value
+ * (Express 5 gives `/files/*path` the path ['a', ''] for `/files/a/`, find-my-way gives
+ * `/files/*` 'a/'): there the slash makes another request. Reads Express's `req.route.path`
+ * and Fastify's `request.routeOptions.url`.
+ */
+export function routeHasWildcard(request: {
+  route?: { path?: unknown };
+  routeOptions?: { url?: unknown };
+}): boolean {
+  const pattern = request.route?.path ?? request.routeOptions?.url;
+  return typeof pattern === 'string' && pattern.includes('*');
+}

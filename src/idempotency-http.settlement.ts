@@ -50,6 +50,11 @@ export class HandlerOutcome {
     return (this.done ??= new Promise((resolve) => (this.finish = resolve)));
   }
 
+  /** Threw: whatever status an exception filter then wrote, the handler failed. */
+  get threw(): boolean {
+    return this.state === 'failed';
+  }
+
   /** Whether an error response is the handler's own: it threw, or answered with an error. */
   get producedError(): boolean {
     return this.state === 'failed' || (this.state === 'answered' && !isSuccessStatus(this.status!));
@@ -74,7 +79,11 @@ export function settlementOf(
   handler: HandlerOutcome,
   options: ResolvedOptions,
 ): Settlement | undefined {
-  if (isSuccessStatus(captured.status)) return { action: 'store', response: captured };
+  // A success written after the handler threw is an exception filter's rendering of its
+  // error (`200 { ok: false }`, a redirect to an error page), not a success to store.
+  if (isSuccessStatus(captured.status) && !handler.threw) {
+    return { action: 'store', response: captured };
+  }
   if (handler.producedError) {
     return options.storeErrors(captured.status)
       ? { action: 'store', response: captured }
@@ -96,7 +105,9 @@ export function transactionalSettlementOf(
   handler: HandlerOutcome,
   options: ResolvedOptions,
 ): Settlement & { discardWrites?: boolean } {
-  if (isSuccessStatus(captured.status)) return { action: 'store', response: captured };
+  if (isSuccessStatus(captured.status) && !handler.threw) {
+    return { action: 'store', response: captured };
+  }
   if (handler.producedError && options.storeErrors(captured.status)) {
     return { action: 'store', response: captured, discardWrites: true };
   }

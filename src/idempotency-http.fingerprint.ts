@@ -48,6 +48,7 @@ export interface FingerprintableRequest {
 interface NodeRequestHead {
   method?: string;
   url?: string;
+  httpVersionMajor?: number;
   headers: Record<string, string | string[] | undefined>;
 }
 
@@ -128,9 +129,12 @@ function header(raw: NodeRequestHead, name: string): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
-/** The body's length as announced: 0 for none, undefined when chunked. */
+/** The body's length as announced: 0 for none, undefined when chunked or not announced. */
 function declaredLength(raw: NodeRequestHead): number | undefined {
   if (raw.headers['transfer-encoding'] !== undefined) return undefined;
-  const length = Number(header(raw, 'content-length') ?? 0);
+  const declared = header(raw, 'content-length');
+  // HTTP/2 frames the body itself: without Content-Length its length is unknown, not 0.
+  if (declared === undefined && (raw.httpVersionMajor ?? 1) >= 2) return undefined;
+  const length = Number(declared ?? 0);
   return Number.isSafeInteger(length) && length >= 0 ? length : undefined;
 }

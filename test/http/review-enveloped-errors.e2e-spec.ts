@@ -8,6 +8,7 @@ import {
   Controller,
   HttpException,
   Post,
+  Res,
   type ArgumentsHost,
   type ExceptionFilter,
   type Type,
@@ -50,6 +51,16 @@ class EnvelopeController {
     return { ok: true, charged: this.runs.count('charge') };
   }
 
+  /** Answers 201 itself, then fails: the client has its success, which is stored. */
+  @Post('sent-then-threw')
+  @Idempotent()
+  async sentThenThrew(@Res({ passthrough: true }) res: any) {
+    this.runs.hit('sent-then-threw');
+    res.status(201).send({ ok: true, charged: this.runs.count('sent-then-threw') });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    throw new HttpException('after the answer', 500);
+  }
+
   /** Writes to the ledger, then fails. */
   @Post('ledger')
   @Idempotent({ transactional: true })
@@ -89,6 +100,17 @@ describe.each(ADAPTERS)('review: errors an app filter answers with 200, under %s
     expect(retry.status).toBe(201);
     expect(retry.json).toEqual({ ok: true, charged: 2 });
     expect(t.runs.count('charge')).toBe(2);
+  });
+
+  it('still stores a success the handler sent before it threw', async () => {
+    const headers: Array<[string, string]> = [['x-idempotency-key', randomUUID()]];
+    const first = await send(t.url, '/review-envelope/sent-then-threw', { headers, body: {} });
+    expect(first.status).toBe(201);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const retry = await send(t.url, '/review-envelope/sent-then-threw', { headers, body: {} });
+    expect(retry.status).toBe(409);
+    expect(retry.body.equals(first.body)).toBe(true);
+    expect(t.runs.count('sent-then-threw')).toBe(1);
   });
 
   it('commits none of the writes of a transactional handler that threw', async () => {

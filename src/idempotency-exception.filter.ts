@@ -7,6 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { ORIGINAL_STATUS_HEADER, REPLAYED_HEADER } from './idempotency.constants.js';
 import { IdempotencyException } from './idempotency.exceptions.js';
 import { IdempotentReplay } from './idempotency.replay.js';
+import { forAcceptedEncoding } from './idempotency-replay-encoding.js';
 
 const TEXTUAL = /^(text\/|application\/([\w.+-]*\+)?(json|xml|javascript)\b)/i;
 /** The one form Express's res.send() leaves as it is: it rewrites any other (case, order). */
@@ -23,7 +24,12 @@ export class IdempotencyExceptionFilter implements ExceptionFilter {
     const adapter = this.adapterHost.httpAdapter;
     const response = host.switchToHttp().getResponse();
     if (exception instanceof IdempotentReplay) {
-      const { status, headers, body } = exception.response;
+      const { status } = exception.response;
+      const { headers, body } = forAcceptedEncoding(
+        exception.response.body,
+        exception.response.headers,
+        host.switchToHttp().getRequest().headers?.['accept-encoding'],
+      );
       // Set as stored on Node's response: Express's res.set() would add a charset to a
       // Content-Type that has none (text/csv becomes text/csv; charset=utf-8).
       const raw = response.raw ?? response;

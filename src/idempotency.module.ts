@@ -25,13 +25,16 @@ import { DEFAULT_STATEMENT_TIMEOUT_MS } from './idempotency.constants.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 import { IdempotencyWaiters } from './idempotency.waiters.js';
 import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
+import { idempotencyFilterOrderProvider } from './idempotency-filter-order.js';
 import { IdempotencyKeys } from './idempotency-keys.service.js';
 
 @Module({
-  // DiscoveryModule: the OpenAPI documenter finds the @Idempotent() routes through it.
+  // DiscoveryModule: the OpenAPI documenter and the filter order find the @Idempotent()
+  // routes through it.
   imports: [DiscoveryModule],
   providers: [
     idempotencyOpenApiProvider,
+    idempotencyFilterOrderProvider,
     ...idempotencyProviders,
     IdempotencyEngine,
     IdempotencyEvents,

@@ -5,6 +5,7 @@ export { Idempotent } from './idempotent.decorator.js';
 export { IdempotencyTransaction } from './idempotency.transaction.js';
 export { IdempotencyInterceptor } from './idempotency.interceptor.js';
 export { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
+export { IdempotentReplay } from './idempotency.replay.js';
 export { IdempotencyEvents } from './idempotency-events.service.js';
 export {
   IDEMPOTENCY_CHANNELS,

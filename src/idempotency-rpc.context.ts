@@ -28,8 +28,27 @@ const PROCESSED: StoredResponse = { status: 200, headers: {}, body: Buffer.alloc
 /** Outcomes after which the same message may succeed later: redeliver it. */
 const RETRYABLE_STATUSES = new Set([423, 503]);
 
+type MessageOutcome = 'ack' | 'requeue' | 'reject';
+
+/** Of several handlers' outcomes for one message, the one it gets: redelivery wins. */
+const OUTCOME_RANK: Record<MessageOutcome, number> = { ack: 0, reject: 1, requeue: 2 };
+
+/** The calls of one RabbitMQ message (one per handler of an event) still to settle. */
+interface PendingMessage {
+  calls: number;
+  outcome: MessageOutcome;
+  requeueAfterMs: number;
+}
+
 export class RpcIdempotencyContext implements IdempotencyContextAdapter {
   private warnedAcknowledge = false;
+  /**
+   * With `acknowledge: true`, the messages whose calls have not all settled: every handler
+   * of an event gets the same message, and a message acknowledged twice is a channel error
+   * (the broker closes the channel and redelivers everything unacknowledged on it).
+   */
+  private readonly pending = new WeakMap<object, PendingMessage>();
+  private readonly sent = new WeakSet<object>();
 
   readonly runsToCompletion = true;
 
@@ -41,6 +60,48 @@ export class RpcIdempotencyContext implements IdempotencyContextAdapter {
 
   applies(): boolean {
     return true;
+  }
+
+  /** Counts the calls of a message that will settle it (see settleMessage). */
+  started(context: ExecutionContext, options: ResolvedOptions): void {
+    if (!options.acknowledge) return;
+    const rmq = context.switchToRpc().getContext();
+    if (!(rmq instanceof RmqContext)) return;
+    const message = rmq.getMessage();
+    const pending = this.pending.get(message);
+    if (pending) pending.calls++;
+    else this.pending.set(message, { calls: 1, outcome: 'ack', requeueAfterMs: 0 });
+  }
+
+  /** A message without a key still gets settled: the handler is the only one that ran. */
+  untracked(
+    context: ExecutionContext,
+    options: ResolvedOptions,
+    handled: Observable<unknown>,
+  ): Observable<unknown> {
+    if (!options.acknowledge) return handled;
+    let settled = false;
+    const settle = (outcome: MessageOutcome) => {
+      if (settled) return;
+      settled = true;
+      this.settleMessage(context, options, outcome);
+    };
+    return handled.pipe(
+      tap({
+        complete: () => settle('ack'),
+        error: () => settle('requeue'),
+        unsubscribe: () => settle('requeue'),
+      }),
+    );
+  }
+
+  /**
+   * A key or scope resolver (or another step before the claim) threw: the message's key
+   * cannot be known, as for an invalid key, so it is rejected (dead-lettered where the
+   * queue has a dead-letter exchange) rather than redelivered to fail again.
+   */
+  aborted(_error: unknown, context: ExecutionContext, options: ResolvedOptions): void {
+    this.settleMessage(context, options, 'reject');
   }
 
   readKey(context: ExecutionContext, options: ResolvedOptions): string | undefined {
@@ -121,7 +182,7 @@ export class RpcIdempotencyContext implements IdempotencyContextAdapter {
   private settleMessage(
     context: ExecutionContext,
     options: ResolvedOptions,
-    outcome: 'ack' | 'requeue' | 'reject',
+    outcome: MessageOutcome,
   ): void {
     if (!options.acknowledge) return;
     const rmq = context.switchToRpc().getContext();
@@ -136,6 +197,26 @@ export class RpcIdempotencyContext implements IdempotencyContextAdapter {
     }
     const channel = rmq.getChannelRef();
     const message = rmq.getMessage();
+    let requeueAfterMs = options.retryAfterSeconds * 1000;
+    const pending = this.pending.get(message);
+    if (pending) {
+      // Settled once, when the last of its handlers is done, with the outcome that wins.
+      if (OUTCOME_RANK[outcome] > OUTCOME_RANK[pending.outcome]) pending.outcome = outcome;
+      if (outcome === 'requeue') {
+        pending.requeueAfterMs = Math.max(pending.requeueAfterMs, requeueAfterMs);
+      }
+      if (--pending.calls > 0) return;
+      this.pending.delete(message);
+      outcome = pending.outcome;
+      requeueAfterMs = pending.requeueAfterMs;
+    }
+    if (this.sent.has(message)) {
+      this.logger.warn(
+        `A message was already settled by another handler, so it could not ${outcome} it too.`,
+      );
+      return;
+    }
+    this.sent.add(message);
     const send = () => {
       try {
         if (outcome === 'ack') channel.ack(message);
@@ -145,7 +226,7 @@ export class RpcIdempotencyContext implements IdempotencyContextAdapter {
         this.logger.warn(`Could not ${outcome} a message: ${(error as Error).message}`);
       }
     };
-    if (outcome === 'requeue') setTimeout(send, options.retryAfterSeconds * 1000).unref();
+    if (outcome === 'requeue') setTimeout(send, requeueAfterMs).unref();
     else send();
   }
 }

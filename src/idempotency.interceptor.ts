@@ -104,6 +104,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     const options = this.optionsFor(context);
     if (!options) return next.handle();
     tracked.add(args);
+    adapter.started?.(context, options);
 
     try {
       const key = options.keyResolver
@@ -114,18 +115,22 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
           const source = options.keyResolver ? KEY_RESOLVER : adapter.keySource?.(options);
           throw new IdempotencyKeyMissingException(options.headerName, source);
         }
-        return next.handle();
+        const handled = next.handle();
+        return adapter.untracked ? adapter.untracked(context, options, handled) : handled;
       }
       adapter.prepare?.(context);
       const described = this.describeCall(adapter, context, key, options).catch((error) => {
         this.rejected(error, context);
+        if (!(error instanceof IdempotencyException)) adapter.aborted?.(error, context, options);
         throw error;
       });
       const handled = this.admitted(adapter, context, described, options, next);
       return adapter.runsToCompletion ? toCompletion(handled) : handled;
     } catch (error) {
       this.rejected(error, context);
-      throw error instanceof IdempotencyException ? adapter.reject(error, context, options) : error;
+      if (error instanceof IdempotencyException) throw adapter.reject(error, context, options);
+      adapter.aborted?.(error, context, options);
+      throw error;
     }
   }
 

@@ -209,7 +209,9 @@ export interface IdempotencyModuleOptions extends IdempotentRouteOptions {
    */
   tableName?: string;
   /**
-   * Create the table on start-up (idempotent, safe with several instances starting at once).
+   * Create the table on start-up (idempotent, safe with several instances starting at once;
+   * once the table, its index and its columns are there, a start runs no DDL and takes no
+   * lock on it).
    * Production setups usually add the migration class to their own migrations list instead;
    * without this option the module checks at start-up that the table exists, and stops the
    * application with the fix in the message if it does not.

@@ -27,6 +27,7 @@ import { IdempotencyWaiters } from './idempotency.waiters.js';
 import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
 import { idempotencyFilterOrderProvider } from './idempotency-filter-order.js';
 import { IdempotencyKeys } from './idempotency-keys.service.js';
+import { idempotencyTableNames } from './idempotency-table.js';
 
 @Module({
   // DiscoveryModule: the OpenAPI documenter and the filter order find the @Idempotent()
@@ -95,6 +96,22 @@ export class IdempotencyModule
             throw error;
           });
       }
+      return;
+    }
+    // The DDL locks the table even when it has nothing to do (CREATE INDEX and ALTER TABLE
+    // take the lock before they look), and so would queue every claim behind any open
+    // transaction on it: once everything is there, a start runs none of it.
+    const { table, expiryIndex } = idempotencyTableNames(this.options.tableName);
+    const index = table.slice(0, table.lastIndexOf('.') + 1) + expiryIndex;
+    const [ready] = await this.connection.dataSource.query(
+      `SELECT to_regclass($2) IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = to_regclass($1) AND attname = 'has_waiters'
+                             AND NOT attisdropped) AS ready`,
+      [table, index],
+    );
+    if (ready?.ready === true) {
+      this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);
       return;
     }
     // Several instances may start together: an advisory lock makes the DDL run one at a time.

@@ -42,8 +42,11 @@ export interface PurgeSweep {
   deleted: number;
   batches: number;
   elapsedMs: number;
-  /** `'time box'` or `'max batches'`: expired records were left for the next sweep. */
-  stoppedBy: 'drained' | 'time box' | 'max batches';
+  /**
+   * `'time box'`, `'max batches'` or `'stopped'` (the application shut down): expired
+   * records were left for the next sweep.
+   */
+  stoppedBy: 'drained' | 'time box' | 'max batches' | 'stopped';
 }
 
 /**
@@ -65,6 +68,8 @@ export async function sweepExpired(
   options: Omit<PurgeOptions, 'tableName'> = {},
   /** Hears each batch: how many it deleted and how long its statement took. */
   onBatch?: (deleted: number, storeMs: number) => void,
+  /** Once aborted, no further batch starts (the one in flight finishes). */
+  signal?: AbortSignal,
 ): Promise<PurgeSweep> {
   const batchSize = options.batchSize ?? DEFAULT_PURGE_BATCH_SIZE;
   const timeBoxMs = options.timeBoxMs ?? DEFAULT_PURGE_TIME_BOX_MS;
@@ -80,6 +85,10 @@ export async function sweepExpired(
     result.batches++;
     result.elapsedMs = Date.now() - started;
     if (deleted < batchSize) break;
+    if (signal?.aborted) {
+      result.stoppedBy = 'stopped';
+      break;
+    }
     if (result.elapsedMs >= timeBoxMs) {
       result.stoppedBy = 'time box';
       break;
@@ -99,6 +108,8 @@ export async function sweepExpired(
 export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestroy {
   private timer?: NodeJS.Timeout;
   private running?: Promise<unknown>;
+  /** Aborted on shutdown: a sweep in progress starts no further batch. */
+  private readonly stopping = new AbortController();
 
   constructor(
     @Inject(IDEMPOTENCY_MODULE_OPTIONS) private readonly options: IdempotencyModuleOptions,
@@ -138,9 +149,10 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
             this.events.emit({ type: 'purge-batch', deleted, storeMs });
           }
         },
+        this.stopping.signal,
       )
         .then((sweep) => {
-          if (sweep.stoppedBy !== 'drained') {
+          if (sweep.stoppedBy === 'time box' || sweep.stoppedBy === 'max batches') {
             this.logger.warn(
               `Purge deleted ${sweep.deleted} expired idempotency records in ${sweep.elapsedMs} ms and stopped at its ${sweep.stoppedBy} with more left. If this repeats, the sweep cannot keep up with new keys: raise purge.timeBoxMs or purge.batchSize, or lower purge.intervalMs.`,
             );
@@ -158,6 +170,7 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
 
   async onModuleDestroy(): Promise<void> {
     clearInterval(this.timer);
+    this.stopping.abort();
     await this.running;
   }
 }

@@ -27,6 +27,7 @@ const prefix = `ack.${randomUUID().slice(0, 8)}`;
 const OPTIONAL = `${prefix}.optional`;
 const RESOLVER_THROWS = `${prefix}.resolver-throws`;
 const TWO_CONSUMERS = `${prefix}.two-consumers`;
+const ONE_FAILS = `${prefix}.one-fails`;
 
 /** What happened to the consumer's channel (a channel error closes it). */
 const channelEvents: unknown[] = [];
@@ -78,6 +79,31 @@ class ConfirmationSender {
   }
 }
 
+/** Two consumers of one event, the second failing on its first delivery. */
+@Controller()
+class FlakyPair {
+  constructor(private readonly runs: RunCounter) {}
+
+  @EventPattern<string>(ONE_FAILS)
+  @Idempotent({ acknowledge: true, retryAfterSeconds: 1 })
+  steady(@Payload() message: Message) {
+    this.runs.hit(`steady:${message.id}`);
+  }
+}
+
+@Controller()
+class FlakyOther {
+  constructor(private readonly runs: RunCounter) {}
+
+  @EventPattern<string>(ONE_FAILS)
+  @Idempotent({ acknowledge: true, retryAfterSeconds: 1 })
+  async flaky(@Payload() message: Message) {
+    this.runs.hit(`flaky:${message.id}`);
+    await sleep(100);
+    if (this.runs.count(`flaky:${message.id}`) === 1) throw new Error('failed once');
+  }
+}
+
 @Controller()
 class AnalyticsRecorder {
   constructor(private readonly runs: RunCounter) {}
@@ -110,7 +136,7 @@ describe('acknowledge: true on RabbitMQ', () => {
   beforeAll(async () => {
     @Module({
       imports: [testIdempotencyModule(tableName)],
-      controllers: [Consumers, ConfirmationSender, AnalyticsRecorder],
+      controllers: [Consumers, ConfirmationSender, AnalyticsRecorder, FlakyPair, FlakyOther],
       providers: [RunCounter],
     })
     class ConsumerModule {}
@@ -173,5 +199,16 @@ describe('acknowledge: true on RabbitMQ', () => {
     expect(channelEvents).toEqual([]);
     expect(runs.count(`send:${id}`)).toBe(1);
     expect(runs.count(`record:${id}`)).toBe(1);
+  }, 20_000);
+
+  it('two acknowledging consumers, one failing: the message comes back, only the failed one runs again', async () => {
+    const id = randomUUID();
+    publish(ONE_FAILS, { id }, randomUUID());
+    expect(await until(() => runs.count(`flaky:${id}`) === 2, 10_000)).toBe(true);
+    const after = randomUUID();
+    publish(OPTIONAL, { id: after }, randomUUID());
+    expect(await until(() => runs.count(`optional:${after}`) === 1)).toBe(true);
+    expect(runs.count(`steady:${id}`)).toBe(1);
+    expect(runs.count(`flaky:${id}`)).toBe(2);
   }, 20_000);
 });

@@ -5,19 +5,13 @@ import {
   Body,
   Controller,
   Headers,
-  Injectable,
   InternalServerErrorException,
   Post,
-  RequestTimeoutException,
   UseInterceptors,
-  type CallHandler,
-  type ExecutionContext,
-  type NestInterceptor,
 } from '@nestjs/common';
 import { APP_INTERCEPTOR } from '@nestjs/core';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { catchError, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
 import {
   Idempotent,
   IdempotencyInterceptor,
@@ -30,22 +24,8 @@ import { send } from '../support/http.js';
 import { expectProblem } from '../support/problem.js';
 import { waitFor } from '../support/processes.js';
 import { createRouteApp, type RouteApp } from '../support/route-app.js';
+import { ShortTimeout } from '../support/short-timeout.js';
 import { ADAPTERS, RunCounter, sleep } from '../support/test-app.js';
-
-/** Answers 408 after 300 ms, as an app-wide timeout interceptor would (when asked to). */
-@Injectable()
-class ShortTimeout implements NestInterceptor {
-  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const request = context.switchToHttp().getRequest<{ headers: Record<string, unknown> }>();
-    if (!request.headers['x-short-timeout']) return next.handle();
-    return next.handle().pipe(
-      timeout(300),
-      catchError((error: unknown) =>
-        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
-      ),
-    );
-  }
-}
 
 /** The timeout is bound to the class, so it runs outside the route's idempotency interceptor. */
 @Controller('gone')

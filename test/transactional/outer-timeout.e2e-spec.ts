@@ -2,41 +2,16 @@
 // module rolls its transaction back and frees the key, but the handler goes on. Its next
 // query must not run on that connection after the rollback, outside any transaction, where
 // it would commit on its own while a retry runs the handler again.
-import {
-  Body,
-  Controller,
-  Injectable,
-  Post,
-  RequestTimeoutException,
-  UseInterceptors,
-  type CallHandler,
-  type ExecutionContext,
-  type NestInterceptor,
-} from '@nestjs/common';
+import { Body, Controller, Post, UseInterceptors } from '@nestjs/common';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { catchError, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
 import { Idempotent, IdempotencyTransaction } from '../../src/index.js';
 import { send } from '../support/http.js';
 import { createRouteApp, type RouteApp } from '../support/route-app.js';
+import { ShortTimeout } from '../support/short-timeout.js';
 import { ADAPTERS, RunCounter, sleep, uniqueTableName } from '../support/test-app.js';
 
 const transfers = uniqueTableName('idem_tx_transfers');
-
-/** Answers 408 after 300 ms when asked to, as an app-wide timeout interceptor would. */
-@Injectable()
-class ShortTimeout implements NestInterceptor {
-  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const request = context.switchToHttp().getRequest<{ headers: Record<string, unknown> }>();
-    if (!request.headers['x-short-timeout']) return next.handle();
-    return next.handle().pipe(
-      timeout(300),
-      catchError((error: unknown) =>
-        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
-      ),
-    );
-  }
-}
 
 @Controller('transfers')
 @UseInterceptors(ShortTimeout)

@@ -195,6 +195,16 @@ describe.each(ADAPTERS)('statementTimeoutMs under %s', (adapter) => {
   });
 });
 
+/** A claim of a new key, bounded by `timeoutMs`. */
+const newClaim = (timeoutMs: number) => ({
+  scope: '',
+  key: randomUUID(),
+  fingerprint: Buffer.alloc(32),
+  leaseMs: 60_000,
+  retentionMs: 60_000,
+  timeoutMs,
+});
+
 describe('PostgresIdempotencyStore on a plain pg Pool', () => {
   const tableName = uniqueTableName('idem_pool_store');
   let pool: pg.Pool;
@@ -214,14 +224,7 @@ describe('PostgresIdempotencyStore on a plain pg Pool', () => {
 
   it('bounds its statements too: a claim on a locked table times out, and nothing lands', async () => {
     const store = new PostgresIdempotencyStore(pool, tableName);
-    const claim = {
-      scope: '',
-      key: randomUUID(),
-      fingerprint: Buffer.alloc(32),
-      leaseMs: 60_000,
-      retentionMs: 60_000,
-      timeoutMs: 300,
-    };
+    const claim = newClaim(300);
     await locker.query('BEGIN');
     await locker.query(`LOCK TABLE "${tableName}" IN ACCESS EXCLUSIVE MODE`);
     const failure = await store.claim(claim).catch((error: unknown) => error);
@@ -265,14 +268,7 @@ describe('a cancel that reaches the server after its statement ended', () => {
 
   it('does not cancel the next statement on that connection', async () => {
     const store = new PostgresIdempotencyStore(pool, tableName, { batching: false });
-    const claim = {
-      scope: '',
-      key: randomUUID(),
-      fingerprint: Buffer.alloc(32),
-      leaseMs: 60_000,
-      retentionMs: 60_000,
-      timeoutMs: 400,
-    };
+    const claim = newClaim(400);
     await locker.query('BEGIN');
     await locker.query(`LOCK TABLE "${tableName}" IN ACCESS EXCLUSIVE MODE`);
     // The cancel sent at 400 ms reaches the server at about 1,400 ms.

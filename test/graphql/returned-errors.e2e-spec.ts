@@ -3,14 +3,12 @@
 // error unchanged, the key released, a retry runs again. A returned Error must not be stored
 // as the field's value (a replay would then answer the failure's JSON, and never run again).
 import { Module, type INestApplication } from '@nestjs/common';
-import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
-import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
-import { Args, Field, GraphQLModule, Mutation, ObjectType, Query, Resolver } from '@nestjs/graphql';
+import { Args, Field, Mutation, ObjectType, Query, Resolver } from '@nestjs/graphql';
 import { Test } from '@nestjs/testing';
 import { GraphQLError } from 'graphql';
 import { randomUUID } from 'node:crypto';
-import { Idempotent, idempotencyApolloPlugin, idempotencyMercuriusHooks } from '../../src/index.js';
-import { GRAPHQL_DRIVERS, sql } from '../support/graphql-app.js';
+import { Idempotent } from '../../src/index.js';
+import { GRAPHQL_DRIVERS, graphqlModuleFor, sql } from '../support/graphql-app.js';
 import { send } from '../support/http.js';
 import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from '../support/nest-app.js';
 import { RunCounter, uniqueTableName } from '../support/test-app.js';
@@ -49,18 +47,7 @@ describe.each(GRAPHQL_DRIVERS)('a resolver returning an Error, under %s', (drive
   let runs: RunCounter;
 
   beforeAll(async () => {
-    const graphql =
-      driver === 'apollo'
-        ? GraphQLModule.forRoot<ApolloDriverConfig>({
-            driver: ApolloDriver,
-            autoSchemaFile: true,
-            plugins: [idempotencyApolloPlugin()],
-          })
-        : GraphQLModule.forRoot<MercuriusDriverConfig>({
-            driver: MercuriusDriver,
-            autoSchemaFile: true,
-            hooks: idempotencyMercuriusHooks(),
-          });
+    const graphql = graphqlModuleFor(driver);
     @Module({
       imports: [testIdempotencyModule(tableName), graphql],
       providers: [ChargesResolver, RunCounter],

@@ -159,22 +159,26 @@ export interface GraphqlTestApp {
   close(): Promise<void>;
 }
 
+/** GraphQL on `driver`, code first, with the module's replay plugin (Apollo) or hooks. */
+export function graphqlModuleFor(driver: GraphqlDriverName) {
+  return driver === 'apollo'
+    ? GraphQLModule.forRoot<ApolloDriverConfig>({
+        driver: ApolloDriver,
+        autoSchemaFile: true,
+        plugins: [idempotencyApolloPlugin()],
+      })
+    : GraphQLModule.forRoot<MercuriusDriverConfig>({
+        driver: MercuriusDriver,
+        autoSchemaFile: true,
+        hooks: idempotencyMercuriusHooks(),
+      });
+}
+
 export async function createGraphqlApp(driver: GraphqlDriverName): Promise<GraphqlTestApp> {
   const tableName = uniqueTableName('idem_gql');
   const bookingsTable = `${tableName}_bookings`;
   await sql(`CREATE TABLE "${bookingsTable}" (id bigserial PRIMARY KEY, product text NOT NULL)`);
-  const graphql =
-    driver === 'apollo'
-      ? GraphQLModule.forRoot<ApolloDriverConfig>({
-          driver: ApolloDriver,
-          autoSchemaFile: true,
-          plugins: [idempotencyApolloPlugin()],
-        })
-      : GraphQLModule.forRoot<MercuriusDriverConfig>({
-          driver: MercuriusDriver,
-          autoSchemaFile: true,
-          hooks: idempotencyMercuriusHooks(),
-        });
+  const graphql = graphqlModuleFor(driver);
   const moduleRef = await Test.createTestingModule({
     imports: [testIdempotencyModule(tableName), graphql],
     providers: [BookingsResolver, RunCounter, GraphqlTables],

@@ -78,7 +78,8 @@ export interface IdempotentClientOptions {
 export interface IdempotentRequestOptions {
   /**
    * The idempotency key. Keep it for the whole operation, including retries you make
-   * yourself later (after a crash, say). A new `crypto.randomUUID()` when omitted.
+   * yourself later (after a crash, say). When omitted: the key header of `headers` (any
+   * case), if there is one, else a new `crypto.randomUUID()`.
    */
   key?: string;
   /** Extra headers for this request. */

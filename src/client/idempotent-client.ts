@@ -70,15 +70,24 @@ export class IdempotentClient {
   ): Promise<IdempotentResponse> {
     const { retries, headerName, retryStatuses, timeoutMs } = this.options;
     const doFetch = this.options.fetch ?? globalThis.fetch;
-    const key = options.key ?? globalThis.crypto.randomUUID();
     const target = requestTarget(url, this.options.baseUrl);
     const { payload, contentType } = encodeBody(body);
-    const headers: Record<string, string> = {
-      ...(contentType ? { 'content-type': contentType } : {}),
-      ...this.options.headers,
-      ...options.headers,
-      [headerName]: key,
-    };
+    // Header names are case-insensitive: merged as two names, 'X-Idempotency-Key' and the
+    // client's own would go out as one header "key, <uuid>", a new key on every call.
+    const headers = mergeHeaders(
+      contentType ? { 'content-type': contentType } : undefined,
+      this.options.headers,
+      options.headers,
+    );
+    const keyHeader = headerName.toLowerCase();
+    const given = headers[keyHeader];
+    if (options.key !== undefined && given !== undefined && given !== options.key) {
+      throw new TypeError(
+        `IdempotentClient: the key option "${options.key}" and the ${headerName} header "${given}" differ; give the key once.`,
+      );
+    }
+    const key = options.key ?? given ?? globalThis.crypto.randomUUID();
+    headers[keyHeader] = key;
 
     for (let attempt = 1; ; attempt++) {
       let response: Response | undefined;
@@ -175,6 +184,15 @@ function encodeBody(body: unknown): {
   if (body === undefined) return { payload: undefined };
   if (typeof body === 'string' || body instanceof Uint8Array) return { payload: body };
   return { payload: JSON.stringify(body), contentType: 'application/json' };
+}
+
+/** Later headers replace earlier ones of the same name, whatever its case. */
+function mergeHeaders(...sources: (Record<string, string> | undefined)[]): Record<string, string> {
+  const merged: Record<string, string> = {};
+  for (const source of sources) {
+    for (const [name, value] of Object.entries(source ?? {})) merged[name.toLowerCase()] = value;
+  }
+  return merged;
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -241,3 +241,69 @@ describe('IdempotentClient', () => {
     expect(received).toHaveLength(1);
   });
 });
+
+describe('IdempotentClient: keys, bodies and outcomes it must not get wrong', () => {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
+  });
+  const created: Answer = (res) => {
+    res.writeHead(201, { 'content-type': 'application/json' });
+    res.end(STORED);
+  };
+  const replayed: Answer = (res) => {
+    res.writeHead(409, {
+      'content-type': 'application/json',
+      'idempotent-replayed': 'true',
+      'x-idempotency-original-status': '201',
+    });
+    res.end(STORED);
+  };
+
+  it('sends a key given in the headers (any case) as the key, alone, on every call', async () => {
+    const { url, received, server } = await scriptedServer([
+      problem(503, 'idempotency_store_unavailable', { 'retry-after': '0' }),
+      created,
+      replayed,
+    ]);
+    servers.push(server);
+    const client = new IdempotentClient({ baseUrl: url, backoffFactorMs: 1 });
+    const headers = { 'X-Idempotency-Key': 'booking-op-1' };
+
+    const first = await client.post('/book', { a: 1 }, { headers });
+    // The caller retries the operation later, as the README says: with the same key.
+    const later = await client.post('/book', { a: 1 }, { headers });
+
+    // One key for the operation: never "booking-op-1, <a UUID>", never a fresh one per call.
+    expect(received.map((r) => r.key)).toEqual(['booking-op-1', 'booking-op-1', 'booking-op-1']);
+    expect([first.key, later.key]).toEqual(['booking-op-1', 'booking-op-1']);
+    expect(later.replayed).toBe(true);
+  });
+
+  it('refuses a key option that contradicts the key header, before sending anything', async () => {
+    const { url, received, server } = await scriptedServer([created]);
+    servers.push(server);
+    const client = new IdempotentClient({ baseUrl: url });
+    await expect(
+      client.post('/book', {}, { key: 'k-1', headers: { 'x-idempotency-key': 'k-2' } }),
+    ).rejects.toThrow(TypeError);
+    expect(received).toHaveLength(0);
+  });
+
+  it('lets a content-type header replace its own instead of sending two', async () => {
+    const contentTypes: (string | undefined)[] = [];
+    const server = createServer((req, res) => {
+      contentTypes.push(req.headers['content-type']);
+      req.resume().on('end', () => created(res));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    servers.push(server);
+    const { port } = server.address() as AddressInfo;
+    await new IdempotentClient({ baseUrl: `http://127.0.0.1:${port}` }).post(
+      '/book',
+      { a: 1 },
+      { headers: { 'Content-Type': 'application/vnd.api+json' } },
+    );
+    expect(contentTypes).toEqual(['application/vnd.api+json']);
+  });
+});

@@ -49,7 +49,8 @@ export class IdempotentClient {
   }
 
   /**
-   * POSTs `body` (JSON unless it is a string or bytes) with an idempotency key, retrying
+   * POSTs `body` (JSON unless it is a string, bytes, a Blob, URLSearchParams or FormData;
+   * never a stream, which a retry could not send again) with an idempotency key, retrying
    * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws
    * IdempotentRequestError on any other status or when the tries run out.
    */
@@ -177,12 +178,35 @@ async function readBody(response: Response): Promise<string> {
   }
 }
 
+/**
+ * The body as fetch sends it on every try: a string, bytes, a Blob, URLSearchParams or
+ * FormData as they are (fetch sets the last three's content type; FormData gets a new
+ * boundary per try, which the module's fingerprint ignores), anything else as JSON. A
+ * stream cannot be sent twice, so it is refused rather than turned into `{}`.
+ */
 function encodeBody(body: unknown): {
-  payload: string | Uint8Array | undefined;
+  payload: RequestInit['body'];
   contentType?: string;
 } {
   if (body === undefined) return { payload: undefined };
-  if (typeof body === 'string' || body instanceof Uint8Array) return { payload: body };
+  if (
+    typeof body === 'string' ||
+    body instanceof ArrayBuffer ||
+    ArrayBuffer.isView(body) ||
+    body instanceof Blob ||
+    body instanceof URLSearchParams ||
+    body instanceof FormData
+  ) {
+    return { payload: body as RequestInit['body'] };
+  }
+  if (
+    body instanceof ReadableStream ||
+    (typeof body === 'object' && body !== null && Symbol.asyncIterator in body)
+  ) {
+    throw new TypeError(
+      'IdempotentClient: a stream body cannot be sent again on a retry; pass its bytes (a Uint8Array, a Blob) instead.',
+    );
+  }
   return { payload: JSON.stringify(body), contentType: 'application/json' };
 }
 

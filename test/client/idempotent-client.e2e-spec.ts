@@ -306,4 +306,55 @@ describe('IdempotentClient: keys, bodies and outcomes it must not get wrong', ()
     );
     expect(contentTypes).toEqual(['application/vnd.api+json']);
   });
+
+  it('sends URLSearchParams, Blob and ArrayBuffer bodies as they are, on every try', async () => {
+    const { url, received, server } = await scriptedServer([
+      problem(503, 'idempotency_store_unavailable', { 'retry-after': '0' }),
+      created,
+    ]);
+    servers.push(server);
+    const client = new IdempotentClient({ baseUrl: url, backoffFactorMs: 1 });
+    await client.post('/form', new URLSearchParams({ amount: '42.50', currency: 'EUR' }));
+    await client.post('/blob', new Blob(['raw-bytes']));
+    await client.post('/buffer', new TextEncoder().encode('abc').buffer);
+    expect(received.map((r) => [r.url, r.body])).toEqual([
+      ['/form', 'amount=42.50&currency=EUR'],
+      ['/form', 'amount=42.50&currency=EUR'],
+      ['/blob', 'raw-bytes'],
+      ['/buffer', 'abc'],
+    ]);
+  });
+
+  it('sends a FormData body as multipart, the same parts on every try', async () => {
+    const { url, received, server } = await scriptedServer([
+      problem(503, 'idempotency_store_unavailable', { 'retry-after': '0' }),
+      created,
+    ]);
+    servers.push(server);
+    const form = new FormData();
+    form.append('amount', '42.50');
+    form.append('receipt', new Blob(['%PDF-1.7']), 'receipt.pdf');
+    await new IdempotentClient({ baseUrl: url, backoffFactorMs: 1 }).post('/upload', form);
+    expect(received).toHaveLength(2);
+    for (const { body } of received) {
+      expect(body).toContain('name="amount"\r\n\r\n42.50');
+      expect(body).toContain('filename="receipt.pdf"');
+      expect(body).toContain('%PDF-1.7');
+    }
+  });
+
+  it('refuses a stream body, which a retry could not send again, before sending anything', async () => {
+    const { url, received, server } = await scriptedServer([created]);
+    servers.push(server);
+    const stream = new ReadableStream({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"amount":42.5}'));
+        controller.close();
+      },
+    });
+    await expect(new IdempotentClient({ baseUrl: url }).post('/book', stream)).rejects.toThrow(
+      TypeError,
+    );
+    expect(received).toHaveLength(0);
+  });
 });

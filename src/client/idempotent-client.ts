@@ -108,8 +108,23 @@ export class IdempotentClient {
         networkError = error;
       }
 
+      let text: string | undefined;
+      if (response) {
+        try {
+          text = await response.text();
+        } catch (error) {
+          if (options.signal?.aborted) throw options.signal.reason;
+          if (isSuccess(response.status) || isReplay(response)) {
+            // A success cut off mid-body (reset, or this try's timeout): no answer to return.
+            // Another try with the key gets the stored one whole, as a replay.
+            response = undefined;
+            networkError = error;
+          } else {
+            text = ''; // the status says it all
+          }
+        }
+      }
       const status = response?.status;
-      const text = response ? await readBody(response) : undefined;
       if (response && status !== undefined && (isSuccess(status) || isReplay(response))) {
         return toResult(response, text ?? '', key, attempt);
       }
@@ -167,15 +182,6 @@ function toResult(
     body,
     json: <T>() => JSON.parse(body) as T,
   };
-}
-
-/** Reads the body so the connection can be reused; a body cut off mid-way counts as empty. */
-async function readBody(response: Response): Promise<string> {
-  try {
-    return await response.text();
-  } catch {
-    return '';
-  }
 }
 
 /**

@@ -357,4 +357,36 @@ describe('IdempotentClient: keys, bodies and outcomes it must not get wrong', ()
     );
     expect(received).toHaveLength(0);
   });
+
+  it('retries a success whose body was cut off, and returns the replayed body', async () => {
+    const { url, received, server } = await scriptedServer([
+      (res) => {
+        res.writeHead(201, { 'content-type': 'application/json', 'content-length': '200' });
+        res.write(STORED.slice(0, 8));
+        setTimeout(() => res.destroy(), 20);
+      },
+      replayed,
+    ]);
+    servers.push(server);
+    const client = new IdempotentClient({ baseUrl: url, backoffFactorMs: 1 });
+    const result = await client.post('/book', {}, { key: 'k-cut' });
+    expect(result).toMatchObject({ status: 409, replayed: true, attempts: 2, body: STORED });
+    expect(received.map((r) => r.key)).toEqual(['k-cut', 'k-cut']);
+  });
+
+  it('throws the caller’s abort, not a success, when it aborts while the body is read', async () => {
+    const controller = new AbortController();
+    const { url, server } = await scriptedServer([
+      (res) => {
+        res.writeHead(201, { 'content-type': 'application/json', 'content-length': '200' });
+        res.write(STORED.slice(0, 8));
+        setTimeout(() => controller.abort(new Error('cancelled')), 20);
+      },
+    ]);
+    servers.push(server);
+    await expect(
+      new IdempotentClient({ baseUrl: url }).post('/book', {}, { signal: controller.signal }),
+    ).rejects.toThrow('cancelled');
+    server.closeAllConnections();
+  });
 });

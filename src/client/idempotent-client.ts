@@ -128,7 +128,10 @@ export class IdempotentClient {
       if (response && status !== undefined && (isSuccess(status) || isReplay(response))) {
         return toResult(response, text ?? '', key, attempt);
       }
-      const retryable = status === undefined || retryStatuses.includes(status);
+      // A replayed error (the server stores errors: storeErrors) is the answer for the key's
+      // whole retention: another try only gets it again.
+      const retryable =
+        status === undefined || (retryStatuses.includes(status) && !isReplayed(response));
       if (!retryable || attempt > retries) {
         throw new IdempotentRequestError({
           status,
@@ -160,7 +163,12 @@ function isSuccess(status: number): boolean {
  * mistaken for a success.
  */
 function isReplay(response: Response): boolean {
-  return response.status === 409 && response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
+  return response.status === 409 && isReplayed(response);
+}
+
+/** Marked as a stored response (`Idempotent-Replayed: true`), whatever its status. */
+function isReplayed(response: Response | undefined): boolean {
+  return response?.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
 }
 
 function toResult(
@@ -169,7 +177,7 @@ function toResult(
   key: string,
   attempts: number,
 ): IdempotentResponse {
-  const replayed = response.headers.get(REPLAYED_HEADER)?.toLowerCase() === 'true';
+  const replayed = isReplayed(response);
   const original = Number(response.headers.get(ORIGINAL_STATUS_HEADER));
   return {
     status: response.status,

@@ -2,6 +2,10 @@
 // sequence of statuses. Backoff is shrunk through options so the tests stay fast.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Controller, Post, ServiceUnavailableException } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { Idempotent } from '../../src/index.js';
+import { IdempotencyTestingModule } from '../../src/testing/index.js';
 import {
   IdempotentClient,
   IdempotentRequestError,
@@ -372,6 +376,53 @@ describe('IdempotentClient: keys, bodies and outcomes it must not get wrong', ()
     const result = await client.post('/book', {}, { key: 'k-cut' });
     expect(result).toMatchObject({ status: 409, replayed: true, attempts: 2, body: STORED });
     expect(received.map((r) => r.key)).toEqual(['k-cut', 'k-cut']);
+  });
+
+  it('does not retry a replayed error (storeErrors): the same answer comes back for good', async () => {
+    const storedError: Answer = (res) => {
+      res.writeHead(503, {
+        'content-type': 'application/problem+json',
+        'idempotent-replayed': 'true',
+        'x-idempotency-original-status': '503',
+      });
+      res.end(JSON.stringify({ status: 503, code: 'upstream_unavailable' }));
+    };
+    const { url, received, server } = await scriptedServer([storedError]);
+    servers.push(server);
+    const error = await new IdempotentClient({ baseUrl: url, backoffFactorMs: 1 })
+      .post('/book', {}, { key: 'k-stored' })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(IdempotentRequestError);
+    expect(error).toMatchObject({ status: 503, attempts: 1, exhausted: false });
+    expect(received).toHaveLength(1);
+  });
+
+  it('gives up at the replay of a stored 503 from the module (storeErrors), not after every try', async () => {
+    let runs = 0;
+    @Controller('bookings')
+    class FailingBookingsController {
+      @Post()
+      @Idempotent({ storeErrors: true })
+      book() {
+        runs++;
+        throw new ServiceUnavailableException('the insurer is down');
+      }
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [IdempotencyTestingModule.forRoot()],
+      controllers: [FailingBookingsController],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    try {
+      await app.listen(0, '127.0.0.1');
+      const client = new IdempotentClient({ baseUrl: await app.getUrl(), backoffFactorMs: 1 });
+      const error = await client.post('/bookings', { a: 1 }).catch((e: unknown) => e);
+      // The first 503 is the handler's; the second is its replay, the answer for good.
+      expect(error).toMatchObject({ status: 503, attempts: 2, exhausted: false });
+      expect(runs).toBe(1);
+    } finally {
+      await app.close();
+    }
   });
 
   it('throws the caller’s abort, not a success, when it aborts while the body is read', async () => {

@@ -63,7 +63,7 @@ export interface IdempotentClientOptions {
    * @default 30_000
    */
   timeoutMs?: number;
-  /** Headers sent with every request (e.g. `Authorization`). */
+  /** Headers sent with every request (e.g. `Authorization`); never the key header. */
   headers?: Record<string, string>;
   /** Called before each retry. */
   onRetry?: RetryListener;

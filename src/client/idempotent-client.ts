@@ -46,6 +46,13 @@ export class IdempotentClient {
     if (!Number.isInteger(this.options.retries) || this.options.retries < 0) {
       throw new RangeError('IdempotentClient: retries must be a whole number >= 0.');
     }
+    // One key for every operation the client sends would replay one booking for the next.
+    const keyHeader = this.options.headerName.toLowerCase();
+    if (Object.keys(this.options.headers ?? {}).some((name) => name.toLowerCase() === keyHeader)) {
+      throw new TypeError(
+        `IdempotentClient: headers must not carry ${this.options.headerName}: a key belongs to one operation; pass it to post() ({ key }).`,
+      );
+    }
   }
 
   /**

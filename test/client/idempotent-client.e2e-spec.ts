@@ -294,6 +294,12 @@ describe('IdempotentClient: keys, bodies and outcomes it must not get wrong', ()
     expect(received).toHaveLength(0);
   });
 
+  it('refuses a key header among the headers of every request: one key per operation', () => {
+    expect(
+      () => new IdempotentClient({ headers: { 'X-Idempotency-Key': 'shared-by-every-booking' } }),
+    ).toThrow(TypeError);
+  });
+
   it('lets a content-type header replace its own instead of sending two', async () => {
     const contentTypes: (string | undefined)[] = [];
     const server = createServer((req, res) => {

@@ -4,7 +4,7 @@
 // IdempotencyExceptionFilter, which @Idempotent() binds to the route.
 import { StreamableFile, type CallHandler, type ExecutionContext } from '@nestjs/common';
 import { mergeMap, Observable, type Subscription } from 'rxjs';
-import { SAFE_METHODS } from './idempotency.constants.js';
+import { ORIGINAL_STATUS_HEADER, SAFE_METHODS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import type { IdempotencyEngine, IdempotentCall } from './idempotency.engine.js';
 import {
@@ -21,7 +21,12 @@ import {
   settlementOf,
   transactionalSettlementOf,
 } from './idempotency-http.settlement.js';
-import { holdResponse, type ReplacementResponse } from './idempotency-response.js';
+import {
+  holdResponse,
+  type CapturedResponse,
+  type ReplacementResponse,
+  type Restatus,
+} from './idempotency-response.js';
 import { IdempotentReplay } from './idempotency.replay.js';
 import { assertStorableRoute } from './idempotency-route.js';
 import type { ClaimedRecord, StoredResponse } from './idempotency-store.js';
@@ -55,8 +60,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
   replay(_context: ExecutionContext, response: StoredResponse, options: ResolvedOptions): never {
     // Rendered by IdempotencyExceptionFilter: Nest applies the route's own status after
     // interceptors run, so a replay's 409 can only be set on the way out through a filter.
-    // A 409 only ever carries a success: a stored error (storeErrors) keeps its own status.
-    const status = isSuccessStatus(response.status) ? options.replayStatus : 'original';
+    // A 409 only ever carries a success: a stored error (storeErrors) keeps its own status,
+    // but for a 409 of its own, which goes out as it did the first time (see restatusOf).
+    const status = isSuccessStatus(response.status)
+      ? options.replayStatus
+      : (restatusOf(response, options)?.restatus ?? 'original');
     throw new IdempotentReplay(response, status);
   }
 
@@ -94,11 +102,11 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
             return this.engine.settle(record, settlementOf(captured, handler, options)!, options);
           })
           .catch(() => undefined);
-        return undefined;
+        return restatusOf(captured, options);
       }
       stopRenewing();
       const problem = await this.engine.settle(record, settlement, options);
-      return problem && problemResponse(problem);
+      return problem ? problemResponse(problem) : restatusOf(captured, options);
     });
     return watch(next.handle(), handler, raw);
   }
@@ -131,7 +139,7 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
             options,
             settlement.discardWrites ? undefined : transaction,
           );
-          return problem && problemResponse(problem);
+          return problem ? problemResponse(problem) : restatusOf(captured, options);
         });
         return watch(
           transaction.run(() => next.handle()),
@@ -195,6 +203,19 @@ function watch(
  */
 function requestOf(context: ExecutionContext): any {
   return context.getArgByIndex(0);
+}
+
+/** What a handler's own 409 goes out as under the published replay status. */
+export const OWN_CONFLICT_STATUS = 422;
+
+/**
+ * Under the published replay status a 409 means a replayed success: the published client
+ * treats every 409 as one. So a 409 of the handler's own (a ConflictException: the seat is
+ * taken) goes out as 422, its body unchanged, with 409 in x-idempotency-original-status.
+ */
+function restatusOf(captured: CapturedResponse, options: ResolvedOptions): Restatus | undefined {
+  if (captured.status !== 409 || options.replayStatus !== 409) return undefined;
+  return { restatus: OWN_CONFLICT_STATUS, headers: { [ORIGINAL_STATUS_HEADER]: '409' } };
 }
 
 function problemResponse(problem: IdempotencyException): ReplacementResponse {

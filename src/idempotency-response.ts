@@ -28,6 +28,14 @@ export interface ReplacementResponse {
   body: string;
 }
 
+/** The captured response as it is, but with another status and these headers added. */
+export interface Restatus {
+  restatus: number;
+  headers: Record<string, string>;
+}
+
+type Delivery = ReplacementResponse | Restatus | undefined;
+
 /** The ServerResponse methods the capture stands in for while it holds the response. */
 type Patched = Pick<
   ServerResponse,
@@ -59,7 +67,7 @@ class Hold {
     /** The response's own prototype, when it is held by a prototype in front of it. */
     readonly prototype: object | undefined,
     readonly storedHeaders: readonly string[],
-    readonly settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
+    readonly settle: (captured: CapturedResponse) => Promise<Delivery>,
   ) {}
 }
 type HeldResponse = ServerResponse & { [HOLD]?: Hold };
@@ -103,7 +111,7 @@ const STATE_GETTERS: PropertyDescriptorMap = {
 export function holdResponse(
   response: ServerResponse,
   storedHeaders: readonly string[],
-  settle: (captured: CapturedResponse) => Promise<ReplacementResponse | undefined>,
+  settle: (captured: CapturedResponse) => Promise<Delivery>,
 ): void {
   if (!hasOwnStandIns(response)) {
     // The usual case: one prototype put in front of the response's own (as Express does to
@@ -300,13 +308,26 @@ function endHeld(
   const bodiless =
     status < 200 || status === 204 || status === 304 || response.req?.method === 'HEAD';
   const body = bodiless ? Buffer.alloc(0) : Buffer.concat(hold.chunks);
-  const deliver = (replacement?: ReplacementResponse) => {
+  const deliver = (delivery?: Delivery) => {
     release(response, hold);
     try {
-      if (replacement) return sendReplacement(response, replacement, done);
-      response.statusCode = status;
-      if (message !== undefined) response.statusMessage = message;
-      if (hold.headArgs) (response.writeHead as (...args: unknown[]) => void)(...hold.headArgs);
+      if (delivery && 'body' in delivery) return sendReplacement(response, delivery, done);
+      let headArgs = hold.headArgs;
+      if (delivery) {
+        // Another status: the captured reason phrase (its own) goes, as do writeHead's.
+        response.statusCode = delivery.restatus;
+        for (const [name, value] of Object.entries(delivery.headers)) {
+          response.setHeader(name, value);
+        }
+        if (headArgs) {
+          const [, ...rest] = headArgs;
+          headArgs = [delivery.restatus, ...(typeof rest[0] === 'string' ? rest.slice(1) : rest)];
+        }
+      } else {
+        response.statusCode = status;
+        if (message !== undefined) response.statusMessage = message;
+      }
+      if (headArgs) (response.writeHead as (...args: unknown[]) => void)(...headArgs);
       response.end(bodiless ? undefined : body, done);
     } catch (error) {
       // Nothing here may throw into a promise chain nobody awaits (the process would

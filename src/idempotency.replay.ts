@@ -7,6 +7,7 @@ import type { ReplayStatus } from './idempotency-options.interface.js';
 export class IdempotentReplay {
   constructor(
     readonly response: StoredResponse,
-    readonly replayStatus: ReplayStatus,
+    /** The replay's status: `replayStatus`'s, or another (a stored error's own 409: 422). */
+    readonly replayStatus: ReplayStatus | number,
   ) {}
 }

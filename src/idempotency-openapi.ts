@@ -87,11 +87,12 @@ function documentRoutes(
       const handler = controller.prototype[name];
       const method = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
       if (method === undefined || SAFE_METHODS.has(RequestMethod[method])) continue;
-      const route = reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
-        IDEMPOTENT_ROUTE_OPTIONS,
-        [handler, controller],
+      // Merged as the interceptor merges them: method over controller, option by option.
+      const [onMethod, onClass] = [handler, controller].map((target) =>
+        reflector.get<IdempotentRouteOptions | undefined>(IDEMPOTENT_ROUTE_OPTIONS, target),
       );
-      if (!route) continue;
+      if (!onMethod && !onClass) continue;
+      const route = { ...onClass, ...onMethod };
       documentRoute(handler, controller, name, resolveOptions(options, route));
     }
   }

@@ -41,6 +41,8 @@ export const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
  */
 const API_RESPONSE = 'swagger/apiResponse';
 const API_PARAMETERS = 'swagger/apiParameters';
+/** Where swagger keeps an @ApiHeader() written on a controller class (every route's). */
+const API_HEADERS = 'swagger/apiHeaders';
 
 /** What the Swagger CLI plugin attaches to a controller class (its response types). */
 const PLUGIN_METADATA_FACTORY = '_OPENAPI_METADATA_FACTORY';
@@ -138,6 +140,10 @@ function documentRoute(
     added[409] = { ...body, ...replayResponse(options) };
   }
   Object.assign(added, problemResponses(options));
+  // Swagger lays the controller's own @ApiResponse()s under the method's: a status the
+  // controller declares stays as declared too (the success, found above, aside).
+  const onClass: Responses = Reflect.getMetadata(API_RESPONSE, controller) ?? {};
+  for (const status of Object.keys(onClass)) if (status !== successStatus) delete added[status];
   // A status the route declares itself stays as declared...
   const responses: Responses = { ...added, ...declared };
   if (options.replayStatus !== 409 && success) {
@@ -150,16 +156,18 @@ function documentRoute(
   }
   Reflect.defineMetadata(API_RESPONSE, responses, handler);
 
-  if (!options.keyResolver) addHeaderParameter(handler, options);
+  if (!options.keyResolver) addHeaderParameter(handler, controller, options);
 }
 
 const REPLAYED_TOO = `Also a replay, marked by ${Object.keys(REPLAY_HEADERS).join(' and ')}.`;
 
 /** The key header, unless the route documents a header of that name itself. */
-function addHeaderParameter(handler: object, options: ResolvedOptions): void {
+function addHeaderParameter(handler: object, controller: Type, options: ResolvedOptions): void {
   const parameters: Array<Record<string, unknown>> =
     Reflect.getMetadata(API_PARAMETERS, handler) ?? [];
-  const own = parameters.some(
+  const onClass: Array<Record<string, unknown>> =
+    Reflect.getMetadata(API_HEADERS, controller) ?? [];
+  const own = [...parameters, ...onClass].some(
     (parameter) =>
       parameter.in === 'header' &&
       String(parameter.name).toLowerCase() === options.headerName.toLowerCase(),

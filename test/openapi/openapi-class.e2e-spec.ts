@@ -2,7 +2,7 @@
 // option by option (method over controller), so the document must describe the merged
 // options too, not the method's alone.
 import { Controller, Post, type INestApplication } from '@nestjs/common';
-import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { ApiBadRequestResponse, ApiHeader, DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Test } from '@nestjs/testing';
 import { Idempotent } from '../../src/index.js';
 import { IdempotencyTestingModule } from '../../src/testing/index.js';
@@ -49,5 +49,44 @@ describe('OpenAPI of a route with @Idempotent() on its class and its method', ()
     expect(
       op.responses['400'].content['application/problem+json'].schema.properties.code.enum,
     ).toContain('idempotency_key_missing');
+  });
+});
+
+@Controller('invoices')
+@ApiBadRequestResponse({ description: 'The body failed validation.' })
+@ApiHeader({ name: 'X-Idempotency-Key', required: true, description: 'Our own words.' })
+class InvoicesController {
+  @Post()
+  @Idempotent()
+  create(): { id: string } {
+    return { id: 'i1' };
+  }
+}
+
+describe('OpenAPI of a route whose controller declares a 400 and the key header', () => {
+  let app: INestApplication;
+  let document: any;
+
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [IdempotencyTestingModule.forRoot()],
+      controllers: [InvoicesController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger: false });
+    await app.init();
+    document = SwaggerModule.createDocument(app, new DocumentBuilder().build());
+  });
+  afterAll(() => app?.close());
+
+  it("keeps the controller's own 400, as declared", () => {
+    const op = document.paths['/invoices'].post;
+    expect(op.responses['400']).toEqual({ description: 'The body failed validation.' });
+  });
+
+  it('documents the key header once, as the controller declares it', () => {
+    const op = document.paths['/invoices'].post;
+    const headers = (op.parameters ?? []).filter((p: any) => p.in === 'header');
+    expect(headers).toHaveLength(1);
+    expect(headers[0]).toMatchObject({ required: true, description: 'Our own words.' });
   });
 });

@@ -42,6 +42,12 @@ export interface IdempotencyContextAdapter {
   aborted?(error: unknown, context: ExecutionContext, options: ResolvedOptions): void;
   /** Checks, before anything is claimed, that the call's result can be stored. */
   prepare?(context: ExecutionContext): void;
+  /**
+   * Calls `gone` if the caller goes away before it is answered (HTTP: its connection
+   * closes), so a duplicate waiting for it stops waiting; returns the function that stops
+   * watching.
+   */
+  watchCaller?(context: ExecutionContext, gone: () => void): () => void;
   /** The first argument given to `scope` resolvers. */
   scopeSubject(context: ExecutionContext): unknown;
   /** SHA-256 of the operation; throws an IdempotencyException when it cannot be computed. */

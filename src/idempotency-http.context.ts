@@ -46,6 +46,18 @@ export class HttpIdempotencyContext implements IdempotencyContextAdapter {
     assertStorableRoute(context, this.engine.events.log);
   }
 
+  watchCaller(context: ExecutionContext, gone: () => void): () => void {
+    const response = context.getArgByIndex(1);
+    const raw = response.raw ?? response;
+    // A response that closes before it finished: the client hung up.
+    const closed = () => {
+      if (!raw.writableFinished) gone();
+    };
+    if (raw.destroyed) closed();
+    raw.once('close', closed);
+    return () => raw.off('close', closed);
+  }
+
   scopeSubject(context: ExecutionContext): unknown {
     return requestOf(context);
   }

@@ -47,6 +47,8 @@ export interface IdempotentCall {
   options: ResolvedOptions;
   /** The handler's context, named in events; absent for calls made outside a handler. */
   context?: ExecutionContext;
+  /** Calls `gone` if the caller leaves; returns the stopper (IdempotencyContextAdapter.watchCaller). */
+  watchCaller?: (gone: () => void) => () => void;
 }
 
 /** What events about a claimed record say, kept from its claim until it is settled. */
@@ -102,6 +104,7 @@ export class IdempotencyEngine {
       this.store,
       { scope, key, fingerprint },
       options.waitInFlightMs,
+      call.watchCaller,
     );
     try {
       let result = await this.claim(call);

@@ -211,7 +211,12 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     // HTTP routes have no namespace, so their records keep the scope they always had.
     const scope = namespace === '' ? owner : `${namespace}|${owner}`;
     const fingerprint = await adapter.fingerprint(context);
-    return { scope, key, fingerprint, options, context };
+    // Only a call that may wait needs to know when its caller leaves.
+    const watchCaller =
+      options.waitInFlightMs > 0 && adapter.watchCaller
+        ? (gone: () => void) => adapter.watchCaller!(context, gone)
+        : undefined;
+    return { scope, key, fingerprint, options, context, watchCaller };
   }
 
   /** The route's options: module, then controller, then method, merged once per route. */

@@ -38,8 +38,15 @@ export class IdempotencyWaiters implements BeforeApplicationShutdown {
   }
 
   /** The wait of one call, or undefined when its route does not wait. */
-  start(store: IdempotencyStore, record: InFlightRecord, waitMs: number): InFlightWait | undefined {
-    return waitMs > 0 ? new InFlightWait(this, store, record, Date.now() + waitMs) : undefined;
+  start(
+    store: IdempotencyStore,
+    record: InFlightRecord,
+    waitMs: number,
+    watchCaller?: (gone: () => void) => () => void,
+  ): InFlightWait | undefined {
+    return waitMs > 0
+      ? new InFlightWait(this, store, record, Date.now() + waitMs, watchCaller)
+      : undefined;
   }
 
   /**
@@ -103,13 +110,18 @@ export class InFlightWait {
   private entered = false;
   private waitingSince = 0;
   private readonly id: string;
+  /** Shutdown, or (once waiting) the caller leaving. */
+  private signal: AbortSignal;
+  private stopWatching?: () => void;
 
   constructor(
     private readonly waiters: IdempotencyWaiters,
     private readonly store: IdempotencyStore,
     private readonly record: InFlightRecord,
     private readonly deadline: number,
+    private readonly watchCaller?: (gone: () => void) => () => void,
   ) {
+    this.signal = waiters.signal;
     this.id = `${record.scope.length}:${record.scope}${record.key}\n${record.fingerprint.toString('base64')}`;
   }
 
@@ -119,10 +131,19 @@ export class InFlightWait {
    * the application is shutting down.
    */
   async next(leaseLeftMs: number): Promise<boolean> {
-    const { signal } = this.waiters;
     const left = this.deadline - Date.now();
-    if (left <= 0 || signal.aborted) return false;
-    if (!this.entered && !(this.entered = this.waiters.enter())) return false;
+    if (left <= 0 || this.signal.aborted) return false;
+    if (!this.entered) {
+      if (!(this.entered = this.waiters.enter())) return false;
+      // A caller that leaves stops waiting, and gives its place back.
+      if (this.watchCaller) {
+        const gone = new AbortController();
+        this.signal = AbortSignal.any([this.signal, gone.signal]);
+        this.stopWatching = this.watchCaller(() => gone.abort());
+        if (this.signal.aborted) return false;
+      }
+    }
+    const { signal } = this;
     this.waitingSince = performance.now();
     // No longer than the lease: once it passes, the next claim takes the record over.
     const timeoutMs = Math.max(1, Math.min(left, Math.ceil(leaseLeftMs) + 1));
@@ -152,5 +173,7 @@ export class InFlightWait {
   end(): void {
     if (this.entered) this.waiters.leave();
     this.entered = false;
+    this.stopWatching?.();
+    this.stopWatching = undefined;
   }
 }

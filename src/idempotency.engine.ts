@@ -32,7 +32,7 @@ import {
   type StoredResponse,
 } from './idempotency-store.js';
 import { OpenTransaction } from './idempotency.transaction.js';
-import { IdempotencyWaiters } from './idempotency.waiters.js';
+import { IdempotencyWaiters, type InFlightWait } from './idempotency.waiters.js';
 import { PostgresIdempotencyStore } from './postgres-idempotency.store.js';
 
 const RETRY_FIRST_MS = 250;
@@ -130,7 +130,7 @@ export class IdempotencyEngine {
             const waitFrom = performance.now();
             if (wait && (await wait.next(result.leaseLeftMs))) {
               waitedMs += performance.now() - waitFrom;
-              result = await wait.claimAgain(() => this.claim(call));
+              result = await this.claim(call, wait);
               continue;
             }
             if (wait) waitedMs += performance.now() - waitFrom;
@@ -185,21 +185,33 @@ export class IdempotencyEngine {
     );
   }
 
-  private async claim(call: IdempotentCall) {
+  /**
+   * Claims the key; with `wait`, shares the claim with waiters that woke with this one. A
+   * shared claim that fails fails each of them: each is reported (its own 503), and the one
+   * that sent it looks after a claim that may still take effect.
+   */
+  private async claim(call: IdempotentCall, wait?: InFlightWait) {
     const { scope, key, fingerprint, options } = call;
     const started = performance.now();
+    const request = {
+      scope,
+      key,
+      fingerprint,
+      leaseMs: options.leaseMs,
+      retentionMs: options.retentionMs,
+      timeoutMs: options.statementTimeoutMs,
+    };
+    let sent = !wait;
     try {
-      return await this.store.claim({
-        scope,
-        key,
-        fingerprint,
-        leaseMs: options.leaseMs,
-        retentionMs: options.retentionMs,
-        timeoutMs: options.statementTimeoutMs,
-      });
+      return await (wait
+        ? wait.claimAgain(() => {
+            sent = true;
+            return this.store.claim(request);
+          })
+        : this.store.claim(request));
     } catch (error) {
       this.storeFailed('claim', this.describe(call), started, error);
-      if (error instanceof IdempotencyStoreTimeoutError && error.lateClaim) {
+      if (sent && error instanceof IdempotencyStoreTimeoutError && error.lateClaim) {
         this.releaseLateClaim(error.lateClaim, options);
       }
       throw new IdempotencyStoreUnavailableException(options.retryAfterSeconds);

@@ -161,13 +161,29 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     next: CallHandler,
   ): Observable<unknown> {
     return new Observable<unknown>((subscriber) => {
+      // A call that may wait stops waiting once its caller leaves: its connection closes, or
+      // it unsubscribes (an outer timeout has answered).
+      let left: (() => void) | undefined;
+      const watchCaller =
+        options.waitInFlightMs > 0
+          ? (gone: () => void) => {
+              if (subscriber.closed) gone();
+              left = gone;
+              const stop = adapter.watchCaller?.(context, gone);
+              return () => {
+                left = undefined;
+                stop?.();
+              };
+            }
+          : undefined;
+      subscriber.add(() => left?.());
       const fail = (error: unknown) =>
         subscriber.error(
           error instanceof IdempotencyException ? adapter.reject(error, context, options) : error,
         );
       described.then((call) => {
         if (subscriber.closed) return;
-        this.engine!.admit(call).then((admission) => {
+        this.engine!.admit(watchCaller ? { ...call, watchCaller } : call).then((admission) => {
           if (subscriber.closed) {
             // Claimed for a caller that is gone (an outer timeout): nothing ran, free the key.
             if (admission.outcome === 'claimed')
@@ -211,12 +227,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
     // HTTP routes have no namespace, so their records keep the scope they always had.
     const scope = namespace === '' ? owner : `${namespace}|${owner}`;
     const fingerprint = await adapter.fingerprint(context);
-    // Only a call that may wait needs to know when its caller leaves.
-    const watchCaller =
-      options.waitInFlightMs > 0 && adapter.watchCaller
-        ? (gone: () => void) => adapter.watchCaller!(context, gone)
-        : undefined;
-    return { scope, key, fingerprint, options, context, watchCaller };
+    return { scope, key, fingerprint, options, context };
   }
 
   /** The route's options: module, then controller, then method, merged once per route. */

@@ -9,6 +9,7 @@ import {
   Injectable,
   InternalServerErrorException,
   Post,
+  UseInterceptors,
   type INestApplication,
 } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
@@ -19,7 +20,12 @@ import {
   IdempotencyTransaction,
   type IdempotencyModuleOptions,
 } from '../../src/index.js';
-import { dropTable, uniqueTableName, type AdapterName } from '../support/test-app.js';
+import {
+  dropTable,
+  TimeoutInterceptor,
+  uniqueTableName,
+  type AdapterName,
+} from '../support/test-app.js';
 import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from '../support/nest-app.js';
 
 /** Handler runs per idempotency key, and gates that hold /gated handlers until opened. */
@@ -117,6 +123,21 @@ class WaitController {
   }
 }
 
+/** A route whose own timeout (an outer interceptor) answers 408 while it runs or waits. */
+@Controller('timed')
+@UseInterceptors(TimeoutInterceptor)
+class TimedController {
+  constructor(private readonly runs: Runs) {}
+
+  @Post('gated')
+  @Idempotent()
+  async gated(@Headers('x-idempotency-key') key: string) {
+    this.runs.hit(key);
+    await this.runs.passed(key);
+    return { key };
+  }
+}
+
 export interface WaitApp {
   app: INestApplication;
   url: string;
@@ -135,7 +156,7 @@ export async function startWaitApp(
   const tableName = options.tableName ?? uniqueTableName('idem_wait');
   const moduleRef = await Test.createTestingModule({
     imports: [testIdempotencyModule(tableName, { retryAfterSeconds: 2, ...options })],
-    controllers: [WaitController],
+    controllers: [WaitController, TimedController],
     providers: [Runs],
   }).compile();
   const app = createAdapterApp(moduleRef, adapter);

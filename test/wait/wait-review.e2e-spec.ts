@@ -64,6 +64,26 @@ describe.each(ADAPTERS)('waiters whose clients leave (%s)', (adapter) => {
   });
 });
 
+describe.each(ADAPTERS)('waiters whose route times out (%s)', (adapter) => {
+  it('stop waiting once the timeout has answered, giving their place back', async () => {
+    const app = await startWaitApp(adapter, { waitInFlightMs: WAIT_MS, maxInFlightWaiters: 2 });
+    const key = randomUUID();
+    try {
+      const running = post(app, '/timed/gated', key, {});
+      await waitForRecord(app.tableName, key, 'in_progress');
+      const waiters = app.app.get(IdempotencyWaiters);
+      const duplicates = parallel(2, () => post(app, '/timed/gated', key, {}));
+      await waitFor('both duplicates to wait', () => waiters.count === 2);
+      for (const response of await duplicates) expect(response.status).toBe(408);
+      expect((await running).status).toBe(408);
+      await waitFor('the timed-out waiters to stop waiting', () => waiters.count === 0, 2_000);
+    } finally {
+      app.runs.open(key);
+      await app.close();
+    }
+  });
+});
+
 describe('many keys waited on at once, the listening connection lost meanwhile', () => {
   it('every waiter gets its replay, and nothing is left subscribed or waiting', async () => {
     const app = await startWaitApp('express', { waitInFlightMs: WAIT_MS, maxInFlightWaiters: 100 });

@@ -3,10 +3,15 @@
 import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import pg from 'pg';
-import { IdempotencyStore, PostgresIdempotencyListener } from '../../src/index.js';
+import {
+  IdempotencyStore,
+  PostgresIdempotencyListener,
+  idempotencyKeyHash,
+} from '../../src/index.js';
+import { EventLog } from '../support/events.js';
 import { IdempotencyWaiters } from '../../src/idempotency.waiters.js';
 import { parallel, send } from '../support/http.js';
-import { expectReplayOf } from '../support/problem.js';
+import { expectReplayOf, expectRetryable, statusCounts } from '../support/problem.js';
 import { waitFor } from '../support/processes.js';
 import { ADAPTERS, waitForRecord } from '../support/test-app.js';
 import { startWaitApp, type WaitApp } from './wait-app.js';
@@ -125,6 +130,54 @@ describe('many keys waited on at once, the listening connection lost meanwhile',
       expect(listener.subscribers.size).toBe(0);
     } finally {
       await db.end();
+      await app.close();
+    }
+  });
+});
+
+describe('a first request whose lease passes while duplicates wait', () => {
+  it('one waiter takes it over and runs; the others replay that run; the first gets 503', async () => {
+    const log = new EventLog();
+    const app = await startWaitApp('express', {
+      waitInFlightMs: WAIT_MS,
+      leaseMs: 1_500,
+      logger: false,
+    });
+    try {
+      const key = randomUUID();
+      const hash = idempotencyKeyHash('', key);
+      const running = post(app, '/gated', key, {});
+      await waitForRecord(app.tableName, key, 'in_progress');
+      const waiters = app.app.get(IdempotencyWaiters);
+      const duplicates = parallel(3, () => post(app, '/gated', key, {}));
+      await waitFor('the duplicates to wait', () => waiters.count === 3);
+      await waitFor('a waiter to take the key over', () => app.runs.of(key) === 2, 5_000);
+      app.runs.open(key);
+      const first = await running;
+      expectRetryable(first, 503, 'idempotency_lease_lost');
+      const answers = await duplicates;
+      expect(statusCounts(answers)).toEqual({ 201: 1, 409: 2 });
+      const winner = answers.find((r) => r.status === 201)!;
+      for (const r of answers) if (r.status === 409) expectReplayOf(r, winner);
+      expect(app.runs.of(key)).toBe(2);
+      await log.wait('completed', hash);
+      await log.wait('lease-lost', hash);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const types = log.typesFor(hash);
+      const count = (type: string) => types.filter((t) => t === type).length;
+      expect([
+        count('claimed'),
+        count('lease-taken-over'),
+        count('lease-lost'),
+        count('completed'),
+        count('replayed'),
+        count('in-flight'),
+      ]).toEqual([2, 1, 1, 1, 2, 0]);
+      expect(types.indexOf('lease-taken-over')).toBe(types.lastIndexOf('claimed') - 1);
+      expect(log.of('lease-lost', hash)[0].phase).toBe('complete');
+      expect(waiters.count).toBe(0);
+    } finally {
+      log.close();
       await app.close();
     }
   });

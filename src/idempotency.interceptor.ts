@@ -176,7 +176,7 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
               };
             }
           : undefined;
-      subscriber.add(() => left?.());
+      if (watchCaller) subscriber.add(() => left?.());
       const fail = (error: unknown) =>
         subscriber.error(
           error instanceof IdempotencyException ? adapter.reject(error, context, options) : error,

@@ -72,6 +72,10 @@ export async function sweepExpired(
   signal?: AbortSignal,
 ): Promise<PurgeSweep> {
   const batchSize = options.batchSize ?? DEFAULT_PURGE_BATCH_SIZE;
+  // 0 (or less) would never come back short of a full batch: empty batches until the time box.
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`Purge batchSize must be a whole number of at least 1, got ${batchSize}.`);
+  }
   const timeBoxMs = options.timeBoxMs ?? DEFAULT_PURGE_TIME_BOX_MS;
   const maxBatches = options.maxBatches ?? Infinity;
   const timeoutMs = options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS;
@@ -131,6 +135,11 @@ export class IdempotencyPurger implements OnApplicationBootstrap, OnModuleDestro
           `Idempotency option purge.${name} must be a positive number, got ${value}.`,
         );
       }
+    }
+    if (purge.batchSize !== undefined && !Number.isSafeInteger(purge.batchSize)) {
+      throw new Error(
+        `Idempotency option purge.batchSize must be a whole number, got ${purge.batchSize}.`,
+      );
     }
     const interval = purge.intervalMs ?? DEFAULT_PURGE_INTERVAL_MS;
     this.timer = setInterval(() => void this.runOnce(), interval);

@@ -274,6 +274,12 @@ describe('module options that cannot work are refused at start-up', () => {
     );
   });
 
+  it('refuses a purge.batchSize that is not a whole number', async () => {
+    await expect(start({ purge: { batchSize: 2.5 } })).rejects.toThrow(
+      /purge\.batchSize must be a whole number, got 2\.5/,
+    );
+  });
+
   it('refuses a namespace Postgres cannot store as it is (NUL, a lone surrogate)', async () => {
     await expect(start({ namespace: 'orders\u0000' })).rejects.toThrow(
       /namespace must not contain NUL or a lone UTF-16 surrogate/,

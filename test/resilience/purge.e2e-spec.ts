@@ -146,6 +146,14 @@ describe('purgeExpiredIdempotencyRecords()', () => {
     await seed(table);
   });
 
+  it('refuses a batchSize that is not a whole number of at least 1', async () => {
+    for (const batchSize of [0, -5, 2.5, Number.NaN]) {
+      await expect(
+        purgeExpiredIdempotencyRecords(dataSource, { tableName: table, batchSize }),
+      ).rejects.toThrow(/batchSize must be a whole number of at least 1/);
+    }
+  });
+
   it('works on its own and stops after maxBatches', async () => {
     // Bounded: two batches of 300, then it stops even though more are expired.
     expect(

@@ -73,7 +73,7 @@ export function problemResponses(options: ResolvedOptions): Record<number, OpenA
       keyCodes,
     ),
     422: problem(
-      'The key was already used for a different request (another method, path, query or body). Use a new key for a new operation.',
+      `The key was already used for a different request (another method, path, query or body). Use a new key for a new operation.${options.replayStatus === 409 ? ' Also a conflict the handler answered itself (its 409, with its own body and x-idempotency-original-status: 409): under a key a 409 only ever means a replayed success.' : ''}`,
       ['idempotency_key_reused'],
     ),
     423: problem(

@@ -5,12 +5,11 @@
 // is on the class) would otherwise render them as its own 500. The module's filter catches
 // only its own two types, so putting it first takes nothing from the application's filters.
 // Runs when the module's providers are created, before Nest registers the routes.
-import type { Provider, Type } from '@nestjs/common';
-import { EXCEPTION_FILTERS_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
-import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
+import type { Provider } from '@nestjs/common';
+import { EXCEPTION_FILTERS_METADATA } from '@nestjs/common/constants.js';
+import { DiscoveryService, Reflector } from '@nestjs/core';
 import { IdempotencyExceptionFilter } from './idempotency-exception.filter.js';
-import type { IdempotentRouteOptions } from './idempotency-options.interface.js';
+import { idempotentRoutes } from './idempotency-routes.js';
 
 export const IDEMPOTENCY_FILTER_ORDER = Symbol('IDEMPOTENCY_FILTER_ORDER');
 
@@ -23,32 +22,20 @@ export const idempotencyFilterOrderProvider: Provider = {
 
 /** Returns how many routes it changed. */
 function putFilterFirst(discovery: DiscoveryService, reflector: Reflector): number {
-  const scanner = new MetadataScanner();
   let changed = 0;
-  for (const { metatype } of discovery.getControllers()) {
-    if (typeof metatype !== 'function') continue;
-    const controller = metatype as Type;
-    for (const name of scanner.getAllMethodNames(controller.prototype)) {
-      const handler = controller.prototype[name] as (...args: unknown[]) => unknown;
-      if (Reflect.getMetadata(METHOD_METADATA, handler) === undefined) continue; // not a route
-      const route = reflector.getAllAndOverride<IdempotentRouteOptions | undefined>(
-        IDEMPOTENT_ROUTE_OPTIONS,
-        [handler, controller],
-      );
-      if (!route) continue;
-      const onMethod: unknown[] = Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, handler) ?? [];
-      const onClass: unknown[] = Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, controller) ?? [];
-      // The order Nest tries them in.
-      const tried = [...onMethod].reverse().concat([...onClass].reverse());
-      if (tried[0] === IdempotencyExceptionFilter) continue;
-      const others = onMethod.filter((filter) => filter !== IdempotencyExceptionFilter);
-      Reflect.defineMetadata(
-        EXCEPTION_FILTERS_METADATA,
-        [...others, IdempotencyExceptionFilter],
-        handler,
-      );
-      changed++;
-    }
+  for (const { controller, handler } of idempotentRoutes(discovery, reflector)) {
+    const onMethod: unknown[] = Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, handler) ?? [];
+    const onClass: unknown[] = Reflect.getMetadata(EXCEPTION_FILTERS_METADATA, controller) ?? [];
+    // The order Nest tries them in.
+    const tried = [...onMethod].reverse().concat([...onClass].reverse());
+    if (tried[0] === IdempotencyExceptionFilter) continue;
+    const others = onMethod.filter((filter) => filter !== IdempotencyExceptionFilter);
+    Reflect.defineMetadata(
+      EXCEPTION_FILTERS_METADATA,
+      [...others, IdempotencyExceptionFilter],
+      handler,
+    );
+    changed++;
   }
   return changed;
 }

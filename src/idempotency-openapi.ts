@@ -15,13 +15,10 @@
 import type { Provider, Type } from '@nestjs/common';
 import { RequestMethod } from '@nestjs/common';
 import { HTTP_CODE_METADATA, METHOD_METADATA } from '@nestjs/common/constants.js';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
-import { IDEMPOTENT_ROUTE_OPTIONS, SAFE_METHODS } from './idempotency.constants.js';
+import { DiscoveryService, Reflector } from '@nestjs/core';
+import { SAFE_METHODS } from './idempotency.constants.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
-import type {
-  IdempotencyModuleOptions,
-  IdempotentRouteOptions,
-} from './idempotency-options.interface.js';
+import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
 import {
   keyHeaderParameter,
@@ -30,6 +27,7 @@ import {
   replayResponse,
 } from './idempotency-openapi.responses.js';
 import { IdempotencyLog } from './idempotency.log.js';
+import { idempotentRoutes } from './idempotency-routes.js';
 
 /** Injection token of the documenter (internal). */
 export const IDEMPOTENCY_OPENAPI = Symbol('IDEMPOTENCY_OPENAPI');
@@ -81,22 +79,12 @@ function documentRoutes(
   reflector: Reflector,
   options: IdempotencyModuleOptions,
 ): void {
-  const scanner = new MetadataScanner();
-  for (const { metatype } of discovery.getControllers()) {
-    if (typeof metatype !== 'function') continue;
-    const controller = metatype as Type;
-    for (const name of scanner.getAllMethodNames(controller.prototype)) {
-      const handler = controller.prototype[name];
-      const method = Reflect.getMetadata(METHOD_METADATA, handler) as RequestMethod | undefined;
-      if (method === undefined || SAFE_METHODS.has(RequestMethod[method])) continue;
-      // Merged as the interceptor merges them: method over controller, option by option.
-      const [onMethod, onClass] = [handler, controller].map((target) =>
-        reflector.get<IdempotentRouteOptions | undefined>(IDEMPOTENT_ROUTE_OPTIONS, target),
-      );
-      if (!onMethod && !onClass) continue;
-      const route = { ...onClass, ...onMethod };
-      documentRoute(handler, controller, name, resolveOptions(options, route));
-    }
+  for (const { controller, handler, name, method, options: route } of idempotentRoutes(
+    discovery,
+    reflector,
+  )) {
+    if (SAFE_METHODS.has(RequestMethod[method])) continue;
+    documentRoute(handler, controller, name, resolveOptions(options, route));
   }
 }
 

@@ -21,19 +21,16 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { defer, from, lastValueFrom, mergeMap, Observable, toArray } from 'rxjs';
-import { IDEMPOTENT_ROUTE_OPTIONS } from './idempotency.constants.js';
 import type { IdempotencyContextAdapter } from './idempotency-context.interface.js';
 import { IdempotencyEngine, type IdempotentCall } from './idempotency.engine.js';
 import { IdempotencyException, IdempotencyKeyMissingException } from './idempotency.exceptions.js';
 import { HttpIdempotencyContext } from './idempotency-http.context.js';
 import { checkResolvedKey } from './idempotency-key.js';
 import { IDEMPOTENCY_MODULE_OPTIONS } from './idempotency.module-definition.js';
-import type {
-  IdempotencyModuleOptions,
-  IdempotentRouteOptions,
-} from './idempotency-options.interface.js';
+import type { IdempotencyModuleOptions } from './idempotency-options.interface.js';
 import { resolveOptions, type ResolvedOptions } from './idempotency.options.js';
 import { resolveScope } from './idempotency-scope.js';
+import { idempotentOptionsOf } from './idempotency-routes.js';
 
 type ContextLoader = (engine: IdempotencyEngine) => Promise<IdempotencyContextAdapter>;
 
@@ -234,13 +231,8 @@ export class IdempotencyInterceptor implements NestInterceptor, OnModuleInit {
   private optionsFor(context: ExecutionContext): ResolvedOptions | undefined {
     const handler = context.getHandler();
     if (this.resolved.has(handler)) return this.resolved.get(handler);
-    const [onMethod, onClass] = [handler, context.getClass()].map((target) =>
-      this.reflector.get<IdempotentRouteOptions | undefined>(IDEMPOTENT_ROUTE_OPTIONS, target),
-    );
-    const options =
-      onMethod || onClass
-        ? resolveOptions(this.moduleOptions!, { ...onClass, ...onMethod })
-        : undefined;
+    const route = idempotentOptionsOf(this.reflector, handler, context.getClass());
+    const options = route ? resolveOptions(this.moduleOptions!, route) : undefined;
     this.resolved.set(handler, options);
     return options;
   }

@@ -39,12 +39,12 @@ export async function resolveScope(
 }
 
 /**
- * Why Postgres cannot store the scope faithfully, if it cannot: a text value refuses NUL (the
- * claim would fail, and be answered as a store outage, 503, forever), and a lone surrogate
- * is encoded as U+FFFD, so two different scopes would become one and see each other's
- * records.
+ * Why Postgres cannot store a scope (or a namespace, part of it) faithfully, if it cannot: a
+ * text value refuses NUL (the claim would fail, and be answered as a store outage, 503,
+ * forever), and a lone surrogate is encoded as U+FFFD, so two different scopes would become
+ * one and see each other's records.
  */
-function unstorableReason(scope: string): string | undefined {
+export function unstorableReason(scope: string): string | undefined {
   if (scope.includes('\0')) return 'with a NUL character (\\u0000)';
   if (!(scope as unknown as { isWellFormed(): boolean }).isWellFormed()) {
     return 'with a lone UTF-16 surrogate (not well-formed Unicode)';

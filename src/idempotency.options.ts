@@ -18,6 +18,7 @@ import type {
   ReplayStatus,
 } from './idempotency-options.interface.js';
 import { replayHeadersFor, replayHeadersProblem } from './idempotency-replay-headers.js';
+import { unstorableReason } from './idempotency-scope.js';
 
 export interface ResolvedOptions {
   headerName: string;
@@ -225,7 +226,7 @@ function assertValidValues(
   }
   // Part of every record's scope: Postgres refuses NUL (every claim would answer 503) and
   // stores a lone surrogate as U+FFFD (two namespaces would share their records).
-  if (namespace !== undefined && !isStorableText(namespace)) {
+  if (namespace !== undefined && unstorableReason(namespace)) {
     throw new Error(
       `Idempotency option namespace must not contain NUL or a lone UTF-16 surrogate, got ${describeValue(namespace)}.`,
     );
@@ -284,9 +285,4 @@ function describeValue(value: unknown): string {
     return `a value of type ${Array.isArray(value) ? 'array' : typeof value}`;
   }
   return String(value);
-}
-
-/** Whether Postgres stores `text` as it is in a text column: no NUL, well-formed UTF-16. */
-export function isStorableText(text: string): boolean {
-  return !text.includes('\0') && (text as unknown as { isWellFormed(): boolean }).isWellFormed();
 }

@@ -9,6 +9,8 @@ export interface IdempotencyTableNames {
   table: string;
   /** Quoted name of the index on expires_at. */
   expiryIndex: string;
+  /** The same, in the table's schema when it has one (to look the index up). */
+  qualifiedExpiryIndex: string;
   /** Unquoted table name, for messages and statement names. */
   raw: string;
 }
@@ -26,6 +28,7 @@ export function idempotencyTableNames(name: string = DEFAULT_TABLE_NAME): Idempo
   return {
     table: schema + quote(table),
     expiryIndex: quote(`${table}_expires_at_idx`),
+    qualifiedExpiryIndex: schema + quote(`${table}_expires_at_idx`),
     raw: name,
   };
 }

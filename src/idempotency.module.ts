@@ -101,14 +101,13 @@ export class IdempotencyModule
     // The DDL locks the table even when it has nothing to do (CREATE INDEX and ALTER TABLE
     // take the lock before they look), and so would queue every claim behind any open
     // transaction on it: once everything is there, a start runs none of it.
-    const { table, expiryIndex } = idempotencyTableNames(this.options.tableName);
-    const index = table.slice(0, table.lastIndexOf('.') + 1) + expiryIndex;
+    const { table, qualifiedExpiryIndex } = idempotencyTableNames(this.options.tableName);
     const [ready] = await this.connection.dataSource.query(
       `SELECT to_regclass($2) IS NOT NULL
               AND EXISTS (SELECT 1 FROM pg_attribute
                            WHERE attrelid = to_regclass($1) AND attname = 'has_waiters'
                              AND NOT attisdropped) AS ready`,
-      [table, index],
+      [table, qualifiedExpiryIndex],
     );
     if (ready?.ready === true) {
       this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);

@@ -58,8 +58,9 @@ export class IdempotentClient {
   /**
    * POSTs `body` (JSON unless it is a string, bytes, a Blob, URLSearchParams or FormData;
    * never a stream, which a retry could not send again) with an idempotency key, retrying
-   * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws
-   * IdempotentRequestError on any other status or when the tries run out.
+   * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws IdempotentRequestError on any other status or when the
+   * tries run out, and a TypeError, before any try, for a request fetch could never send
+   * (invalid URL, header or method).
    */
   post(
     url: string | URL,
@@ -96,6 +97,7 @@ export class IdempotentClient {
     }
     const key = options.key ?? given ?? globalThis.crypto.randomUUID();
     headers[keyHeader] = key;
+    assertSendable(target, method, headers, payload);
 
     for (let attempt = 1; ; attempt++) {
       let response: Response | undefined;
@@ -110,7 +112,8 @@ export class IdempotentClient {
         });
       } catch (error) {
         // The caller cancelled: stop now. Anything else (refused, reset, timed out) is worth
-        // another try, since the key protects against running the operation twice.
+        // another try, since the key protects against running the operation twice. Requests
+        // fetch could never send were refused before the first try (assertSendable).
         if (options.signal?.aborted) throw options.signal.reason;
         networkError = error;
       }
@@ -158,6 +161,42 @@ export class IdempotentClient {
       await sleep(delayMs, options.signal);
     }
   }
+}
+
+/**
+ * Refuses, before the first try, a request that fetch could never send: an invalid or
+ * relative URL (no baseUrl), a URL with credentials, a method or header fetch rejects (a
+ * key or value outside Latin-1, a line break), a body on GET. Retrying those would only sleep
+ * through the backoff to report them as "no response". The Request constructor applies
+ * fetch's own checks, the same in every runtime (Node 20, 22 and 24 throw the same TypeErrors
+ * from both); a scheme other than http(s) fails later, inside fetch, as "fetch failed" (like a
+ * network error), so it is checked here too.
+ */
+function assertSendable(
+  target: string | URL,
+  method: string,
+  headers: Record<string, string>,
+  payload: RequestInit['body'],
+): void {
+  let url: string;
+  try {
+    url = new Request(target, { method, headers, body: payload }).url;
+  } catch (error) {
+    throw new TypeError(
+      `IdempotentClient: fetch cannot send this request, so it was not tried: ${errorMessage(error)}`,
+      { cause: error },
+    );
+  }
+  const { protocol } = new URL(url);
+  if (protocol !== 'http:' && protocol !== 'https:') {
+    throw new TypeError(
+      `IdempotentClient: ${protocol} URLs cannot be sent, so the request was not tried; use http: or https:.`,
+    );
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function isSuccess(status: number): boolean {

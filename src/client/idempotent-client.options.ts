@@ -84,7 +84,10 @@ export interface IdempotentRequestOptions {
   key?: string;
   /** Extra headers for this request. */
   headers?: Record<string, string>;
-  /** Cancels the request and any wait between tries. */
+  /**
+   * Cancels the request and any wait between tries: the client then throws
+   * IdempotentRequestAbortedError, which carries the key (and the reason as `cause`).
+   */
   signal?: AbortSignal;
 }
 

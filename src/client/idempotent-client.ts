@@ -9,7 +9,10 @@ import {
   type ResolvedClientOptions,
 } from './idempotent-client.options.js';
 import { parseRetryAfter, retryDelay, sleep } from './idempotent-client.backoff.js';
-import { IdempotentRequestError } from './idempotent-request.error.js';
+import {
+  IdempotentRequestAbortedError,
+  IdempotentRequestError,
+} from './idempotent-request.error.js';
 import { requestTarget } from './idempotent-client.url.js';
 
 const REPLAYED_HEADER = 'idempotent-replayed';
@@ -59,8 +62,8 @@ export class IdempotentClient {
    * POSTs `body` (JSON unless it is a string, bytes, a Blob, URLSearchParams or FormData;
    * never a stream, which a retry could not send again) with an idempotency key, retrying
    * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws IdempotentRequestError on any other status or when the
-   * tries run out, and a TypeError, before any try, for a request fetch could never send
-   * (invalid URL, header or method).
+   * tries run out, IdempotentRequestAbortedError when `signal` aborts, and a TypeError, before
+   * any try, for a request fetch could never send (invalid URL, header or method).
    */
   post(
     url: string | URL,
@@ -98,6 +101,10 @@ export class IdempotentClient {
     const key = options.key ?? given ?? globalThis.crypto.randomUUID();
     headers[keyHeader] = key;
     assertSendable(target, method, headers, payload);
+    // The caller cancelled: stop now, and hand over the key, with which the operation (which
+    // the server may have run) can be retried later.
+    const aborted = (attempts: number) =>
+      new IdempotentRequestAbortedError({ key, attempts, reason: options.signal!.reason });
 
     for (let attempt = 1; ; attempt++) {
       let response: Response | undefined;
@@ -111,10 +118,10 @@ export class IdempotentClient {
           signal: AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined)),
         });
       } catch (error) {
-        // The caller cancelled: stop now. Anything else (refused, reset, timed out) is worth
-        // another try, since the key protects against running the operation twice. Requests
-        // fetch could never send were refused before the first try (assertSendable).
-        if (options.signal?.aborted) throw options.signal.reason;
+        // Anything but the caller's abort (refused, reset, timed out) is worth another try,
+        // since the key protects against running the operation twice. Requests fetch could
+        // never send were refused before the first try (assertSendable).
+        if (options.signal?.aborted) throw aborted(attempt);
         networkError = error;
       }
 
@@ -123,7 +130,7 @@ export class IdempotentClient {
         try {
           text = await response.text();
         } catch (error) {
-          if (options.signal?.aborted) throw options.signal.reason;
+          if (options.signal?.aborted) throw aborted(attempt);
           if (isSuccess(response.status) || isReplay(response)) {
             // A success cut off mid-body (reset, or this try's timeout): no answer to return.
             // Another try with the key gets the stored one whole, as a replay.
@@ -158,7 +165,12 @@ export class IdempotentClient {
         this.options,
       );
       this.options.onRetry?.({ attempt, status, error: networkError, delayMs, key });
-      await sleep(delayMs, options.signal);
+      try {
+        await sleep(delayMs, options.signal);
+      } catch (error) {
+        if (options.signal?.aborted) throw aborted(attempt);
+        throw error;
+      }
     }
   }
 }

@@ -5,7 +5,11 @@
 // second POST under the same key to another URL.
 import { Body, Controller, HttpCode, Injectable, Post, Redirect } from '@nestjs/common';
 import { Idempotent } from '../../src/index.js';
-import { IdempotentClient, type RetryEvent } from '../../src/client/index.js';
+import {
+  IdempotentClient,
+  IdempotentRequestAbortedError,
+  type RetryEvent,
+} from '../../src/client/index.js';
 import { createRouteApp, type RouteApp } from '../support/route-app.js';
 import { ADAPTERS, RunCounter } from '../support/test-app.js';
 
@@ -152,4 +156,64 @@ describe.each(ADAPTERS)('IdempotentClient against the module (%s)', (adapter) =>
       expect(error.message).toContain((error.cause as Error).message);
     });
   });
+
+  describe('an abort hands over the key', () => {
+    it('with the key the client picked, the operation is retried later and replayed', async () => {
+      const controller = new AbortController();
+      const pending = client().post('/bookings/slow', PAYLOAD, { signal: controller.signal });
+      await waitUntil(() => routeApp.runs.count('slow') === 1);
+      controller.abort();
+
+      const error = await pending.catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(IdempotentRequestAbortedError);
+      const aborted = error as IdempotentRequestAbortedError;
+      // What callers check for an abort keeps working, and the reason is the cause.
+      expect(aborted.name).toBe('AbortError');
+      expect(aborted.cause).toBe(controller.signal.reason);
+      expect(aborted.key).toMatch(/^[0-9a-f-]{36}$/);
+      expect(aborted.attempts).toBe(1);
+      expect(aborted.message).toContain(aborted.key);
+
+      // The handler finishes what the aborted request started; the caller retries with the key.
+      routeApp.app.get(Gate).release();
+      // Through a 423 while the first run is still being recorded, to its replay.
+      const later = await new IdempotentClient({ baseUrl: routeApp.url, retries: 5 }).post(
+        '/bookings/slow',
+        PAYLOAD,
+        { key: aborted.key },
+      );
+      expect(later).toMatchObject({ status: 409, replayed: true, originalStatus: 201 });
+      expect(later.json()).toEqual({ booking: 1, product: 'hotel-42' });
+      expect(routeApp.runs.count('slow')).toBe(1);
+    });
+
+    it('during the wait after a 423, keeping the reason’s name (TimeoutError)', async () => {
+      const first = client().post('/bookings/slow', PAYLOAD, { key: 'k-in-flight' });
+      await waitUntil(() => routeApp.runs.count('slow') === 1);
+      const signal = AbortSignal.timeout(700);
+
+      // The 423's Retry-After is 1 s: the caller's 300 ms run out while the client waits.
+      const error = await client()
+        .post('/bookings/slow', PAYLOAD, { key: 'k-in-flight', signal })
+        .catch((e: unknown) => e);
+
+      expect(error).toBeInstanceOf(IdempotentRequestAbortedError);
+      expect(error).toMatchObject({ name: 'TimeoutError', key: 'k-in-flight', attempts: 1 });
+      expect((error as Error).cause).toBe(signal.reason);
+      expect(retries.map((r) => r.status)).toEqual([423]);
+      routeApp.app.get(Gate).release();
+      expect((await first).status).toBe(201);
+      expect(routeApp.runs.count('slow')).toBe(1);
+    });
+  });
 });
+
+/** Polls `check` (every 20 ms, up to 5 s) until it holds. */
+async function waitUntil(check: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('waitUntil: timed out');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

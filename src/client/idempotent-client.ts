@@ -18,9 +18,15 @@ import { requestTarget } from './idempotent-client.url.js';
 const REPLAYED_HEADER = 'idempotent-replayed';
 const ORIGINAL_STATUS_HEADER = 'x-idempotency-original-status';
 
-/** A successful outcome: a 2xx, or a 409 replay of the first request's success. */
+/**
+ * A successful outcome: a 2xx, a 3xx the handler answered (with `redirect: 'manual'`, or one
+ * fetch cannot follow), or a 409 replay of the first request's success.
+ */
 export interface IdempotentResponse {
-  /** Status as received: the handler's (e.g. 201) or 409 for a replay. */
+  /**
+   * Status as received: the handler's (e.g. 201, or 303 with `redirect: 'manual'`) or 409 for a
+   * replay; 0 for a redirect a browser hides (`redirect: 'manual'`).
+   */
   status: number;
   /**
    * True when the server replayed a stored response instead of running the operation again
@@ -61,7 +67,8 @@ export class IdempotentClient {
   /**
    * POSTs `body` (JSON unless it is a string, bytes, a Blob, URLSearchParams or FormData;
    * never a stream, which a retry could not send again) with an idempotency key, retrying
-   * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws IdempotentRequestError on any other status or when the
+   * through 423/429/502/503/504 and network errors. Resolves on 2xx, a 3xx fetch did not
+   * follow, or a replayed 409; throws IdempotentRequestError on any other status or when the
    * tries run out, IdempotentRequestAbortedError when `signal` aborts, and a TypeError, before
    * any try, for a request fetch could never send (invalid URL, header or method).
    */
@@ -80,7 +87,7 @@ export class IdempotentClient {
     body: unknown,
     options: IdempotentRequestOptions = {},
   ): Promise<IdempotentResponse> {
-    const { retries, headerName, retryStatuses, timeoutMs } = this.options;
+    const { retries, headerName, retryStatuses, timeoutMs, redirect } = this.options;
     const doFetch = this.options.fetch ?? globalThis.fetch;
     const target = requestTarget(url, this.options.baseUrl);
     const { payload, contentType } = encodeBody(body);
@@ -115,6 +122,7 @@ export class IdempotentClient {
           method,
           headers,
           body: payload,
+          redirect,
           signal: AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined)),
         });
       } catch (error) {
@@ -131,7 +139,7 @@ export class IdempotentClient {
           text = await response.text();
         } catch (error) {
           if (options.signal?.aborted) throw aborted(attempt);
-          if (isSuccess(response.status) || isReplay(response)) {
+          if (isAnswer(response)) {
             // A success cut off mid-body (reset, or this try's timeout): no answer to return.
             // Another try with the key gets the stored one whole, as a replay.
             response = undefined;
@@ -142,7 +150,7 @@ export class IdempotentClient {
         }
       }
       const status = response?.status;
-      if (response && status !== undefined && (isSuccess(status) || isReplay(response))) {
+      if (response && isAnswer(response)) {
         return toResult(response, text ?? '', key, attempt);
       }
       // A replayed error (the server stores errors: storeErrors) is the answer for the key's
@@ -211,8 +219,16 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function isSuccess(status: number): boolean {
-  return status >= 200 && status < 300;
+/**
+ * What the operation answered when it did what was asked (CONTRACT: a 2xx or a 3xx the handler
+ * produced), or its replay. A 3xx gets here when fetch does not follow it (`redirect: 'manual'`,
+ * or no `Location`); a browser's manual redirect is an opaque response with status 0.
+ */
+function isAnswer(response: Response): boolean {
+  const { status } = response;
+  return (
+    (status >= 200 && status < 400) || response.type === 'opaqueredirect' || isReplay(response)
+  );
 }
 
 /**

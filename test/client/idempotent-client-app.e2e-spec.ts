@@ -91,7 +91,7 @@ describe.each(ADAPTERS)('IdempotentClient against the module (%s)', (adapter) =>
   });
 
   /** Retries with a backoff long enough to see: a request error must not wait through it. */
-  const client = (options: { baseUrl?: string } = {}) =>
+  const client = (options: { baseUrl?: string; redirect?: 'follow' | 'manual' } = {}) =>
     new IdempotentClient({
       baseUrl: routeApp.url,
       retries: 1,
@@ -205,6 +205,31 @@ describe.each(ADAPTERS)('IdempotentClient against the module (%s)', (adapter) =>
       routeApp.app.get(Gate).release();
       expect((await first).status).toBe(201);
       expect(routeApp.runs.count('slow')).toBe(1);
+    });
+  });
+
+  describe("redirect: 'manual'", () => {
+    it('returns a handler’s 307 as its answer instead of re-POSTing the key elsewhere (422)', async () => {
+      const c = client({ redirect: 'manual' });
+      const first = await c.post('/bookings/moved', PAYLOAD, { key: 'k-moved' });
+      expect(first).toMatchObject({ status: 307, replayed: false, originalStatus: 307 });
+      expect(first.headers.get('location')).toBe('/bookings/v2');
+
+      const again = await c.post('/bookings/moved', PAYLOAD, { key: 'k-moved' });
+      expect(again).toMatchObject({ status: 409, replayed: true, originalStatus: 307 });
+      expect(again.headers.get('location')).toBe('/bookings/v2');
+      expect([routeApp.runs.count('moved'), routeApp.runs.count('v2')]).toEqual([1, 0]);
+      expect(retries).toEqual([]);
+    });
+
+    it('keeps a replayed redirect a replay (replayStatus: original)', async () => {
+      const c = client({ redirect: 'manual' });
+      const first = await c.post('/bookings/see-other', PAYLOAD, { key: 'k-see-other' });
+      const again = await c.post('/bookings/see-other', PAYLOAD, { key: 'k-see-other' });
+      expect(first).toMatchObject({ status: 303, replayed: false, originalStatus: 303 });
+      expect(again).toMatchObject({ status: 303, replayed: true, originalStatus: 303 });
+      expect(again.headers.get('location')).toBe('/bookings/b-1');
+      expect(routeApp.runs.count('see-other')).toBe(1);
     });
   });
 });

@@ -63,6 +63,18 @@ export interface IdempotentClientOptions {
    * @default 30_000
    */
   timeoutMs?: number;
+  /**
+   * What happens to a redirect (3xx). `'follow'` (fetch's default) lets fetch follow it with
+   * the same key header: a 307/308 re-sends the POST, body and key to the `Location` (where an
+   * idempotent route answers 422, the key being another request's), a 301/302/303 becomes a
+   * GET, and a replayed redirect (`replayStatus: 'original'`) no longer reads as a replay; it
+   * also follows a proxy's redirect of the request itself (http to https), which `'manual'`
+   * would report as the answer. `'manual'` returns the 3xx as the operation's answer, with its
+   * `Location`, for the caller to follow. In a browser fetch hides a manual redirect's status
+   * and headers (an opaque response): the answer then has status 0.
+   * @default 'follow'
+   */
+  redirect?: 'follow' | 'manual';
   /** Headers sent with every request (e.g. `Authorization`); never the key header. */
   headers?: Record<string, string>;
   /** Called before each retry. */
@@ -84,14 +96,23 @@ export interface IdempotentRequestOptions {
   key?: string;
   /** Extra headers for this request. */
   headers?: Record<string, string>;
-  /** Cancels the request and any wait between tries. */
+  /**
+   * Cancels the request and any wait between tries: the client then throws
+   * IdempotentRequestAbortedError, which carries the key (and the reason as `cause`).
+   */
   signal?: AbortSignal;
 }
 
 export type ResolvedClientOptions = Required<
   Pick<
     IdempotentClientOptions,
-    'headerName' | 'retries' | 'backoffFactorMs' | 'maxDelayMs' | 'retryStatuses' | 'timeoutMs'
+    | 'headerName'
+    | 'retries'
+    | 'backoffFactorMs'
+    | 'maxDelayMs'
+    | 'retryStatuses'
+    | 'timeoutMs'
+    | 'redirect'
   >
 > &
   IdempotentClientOptions;
@@ -103,4 +124,5 @@ export const CLIENT_DEFAULTS = {
   maxDelayMs: 120_000,
   retryStatuses: [423, 429, 502, 503, 504],
   timeoutMs: 30_000,
+  redirect: 'follow',
 } as const satisfies Partial<IdempotentClientOptions>;

@@ -9,15 +9,24 @@ import {
   type ResolvedClientOptions,
 } from './idempotent-client.options.js';
 import { parseRetryAfter, retryDelay, sleep } from './idempotent-client.backoff.js';
-import { IdempotentRequestError } from './idempotent-request.error.js';
+import {
+  IdempotentRequestAbortedError,
+  IdempotentRequestError,
+} from './idempotent-request.error.js';
 import { requestTarget } from './idempotent-client.url.js';
 
 const REPLAYED_HEADER = 'idempotent-replayed';
 const ORIGINAL_STATUS_HEADER = 'x-idempotency-original-status';
 
-/** A successful outcome: a 2xx, or a 409 replay of the first request's success. */
+/**
+ * A successful outcome: a 2xx, a 3xx the handler answered (with `redirect: 'manual'`, or one
+ * fetch cannot follow), or a 409 replay of the first request's success.
+ */
 export interface IdempotentResponse {
-  /** Status as received: the handler's (e.g. 201) or 409 for a replay. */
+  /**
+   * Status as received: the handler's (e.g. 201, or 303 with `redirect: 'manual'`) or 409 for a
+   * replay; 0 for a redirect a browser hides (`redirect: 'manual'`).
+   */
   status: number;
   /**
    * True when the server replayed a stored response instead of running the operation again
@@ -58,8 +67,10 @@ export class IdempotentClient {
   /**
    * POSTs `body` (JSON unless it is a string, bytes, a Blob, URLSearchParams or FormData;
    * never a stream, which a retry could not send again) with an idempotency key, retrying
-   * through 423/429/502/503/504 and network errors. Resolves on 2xx or a replayed 409; throws
-   * IdempotentRequestError on any other status or when the tries run out.
+   * through 423/429/502/503/504 and network errors. Resolves on 2xx, a 3xx fetch did not
+   * follow, or a replayed 409; throws IdempotentRequestError on any other status or when the
+   * tries run out, IdempotentRequestAbortedError when `signal` aborts, and a TypeError, before
+   * any try, for a request fetch could never send (invalid URL, header or method).
    */
   post(
     url: string | URL,
@@ -76,7 +87,7 @@ export class IdempotentClient {
     body: unknown,
     options: IdempotentRequestOptions = {},
   ): Promise<IdempotentResponse> {
-    const { retries, headerName, retryStatuses, timeoutMs } = this.options;
+    const { retries, headerName, retryStatuses, timeoutMs, redirect } = this.options;
     const doFetch = this.options.fetch ?? globalThis.fetch;
     const target = requestTarget(url, this.options.baseUrl);
     const { payload, contentType } = encodeBody(body);
@@ -96,6 +107,11 @@ export class IdempotentClient {
     }
     const key = options.key ?? given ?? globalThis.crypto.randomUUID();
     headers[keyHeader] = key;
+    assertSendable(target, method, headers, payload);
+    // The caller cancelled: stop now, and hand over the key, with which the operation (which
+    // the server may have run) can be retried later.
+    const aborted = (attempts: number) =>
+      new IdempotentRequestAbortedError({ key, attempts, reason: options.signal!.reason });
 
     for (let attempt = 1; ; attempt++) {
       let response: Response | undefined;
@@ -106,12 +122,14 @@ export class IdempotentClient {
           method,
           headers,
           body: payload,
+          redirect,
           signal: AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined)),
         });
       } catch (error) {
-        // The caller cancelled: stop now. Anything else (refused, reset, timed out) is worth
-        // another try, since the key protects against running the operation twice.
-        if (options.signal?.aborted) throw options.signal.reason;
+        // Anything but the caller's abort (refused, reset, timed out) is worth another try,
+        // since the key protects against running the operation twice. Requests fetch could
+        // never send were refused before the first try (assertSendable).
+        if (options.signal?.aborted) throw aborted(attempt);
         networkError = error;
       }
 
@@ -120,8 +138,8 @@ export class IdempotentClient {
         try {
           text = await response.text();
         } catch (error) {
-          if (options.signal?.aborted) throw options.signal.reason;
-          if (isSuccess(response.status) || isReplay(response)) {
+          if (options.signal?.aborted) throw aborted(attempt);
+          if (isAnswer(response)) {
             // A success cut off mid-body (reset, or this try's timeout): no answer to return.
             // Another try with the key gets the stored one whole, as a replay.
             response = undefined;
@@ -132,7 +150,7 @@ export class IdempotentClient {
         }
       }
       const status = response?.status;
-      if (response && status !== undefined && (isSuccess(status) || isReplay(response))) {
+      if (response && isAnswer(response)) {
         return toResult(response, text ?? '', key, attempt);
       }
       // A replayed error (the server stores errors: storeErrors) is the answer for the key's
@@ -155,13 +173,62 @@ export class IdempotentClient {
         this.options,
       );
       this.options.onRetry?.({ attempt, status, error: networkError, delayMs, key });
-      await sleep(delayMs, options.signal);
+      try {
+        await sleep(delayMs, options.signal);
+      } catch (error) {
+        if (options.signal?.aborted) throw aborted(attempt);
+        throw error;
+      }
     }
   }
 }
 
-function isSuccess(status: number): boolean {
-  return status >= 200 && status < 300;
+/**
+ * Refuses, before the first try, a request that fetch could never send: an invalid or
+ * relative URL (no baseUrl), a URL with credentials, a method or header fetch rejects (a
+ * key or value outside Latin-1, a line break), a body on GET. Retrying those would only sleep
+ * through the backoff to report them as "no response". The Request constructor applies
+ * fetch's own checks, the same in every runtime (Node 20, 22 and 24 throw the same TypeErrors
+ * from both); a scheme other than http(s) fails later, inside fetch, as "fetch failed" (like a
+ * network error), so it is checked here too.
+ */
+function assertSendable(
+  target: string | URL,
+  method: string,
+  headers: Record<string, string>,
+  payload: RequestInit['body'],
+): void {
+  let url: string;
+  try {
+    url = new Request(target, { method, headers, body: payload }).url;
+  } catch (error) {
+    throw new TypeError(
+      `IdempotentClient: fetch cannot send this request, so it was not tried: ${errorMessage(error)}`,
+      { cause: error },
+    );
+  }
+  const { protocol } = new URL(url);
+  if (protocol !== 'http:' && protocol !== 'https:') {
+    throw new TypeError(
+      `IdempotentClient: ${protocol} URLs cannot be sent, so the request was not tried; use http: or https:.`,
+    );
+  }
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * What the operation answered when it did what was asked (CONTRACT: a 2xx or a 3xx the handler
+ * produced), or its replay. A 3xx gets here when fetch does not follow it (`redirect: 'manual'`,
+ * or no `Location`); a browser's manual redirect is an opaque response with status 0.
+ */
+function isAnswer(response: Response): boolean {
+  const { status } = response;
+  return (
+    (status >= 200 && status < 400) || response.type === 'opaqueredirect' || isReplay(response)
+  );
 }
 
 /**

@@ -60,3 +60,38 @@ function describe(error: unknown): string {
   }
   return String(error);
 }
+
+export interface IdempotentRequestAbortedErrorDetails {
+  /** The idempotency key of the operation: retry it later with this key. */
+  key: string;
+  /** How many tries were sent, the one the abort cut off included. */
+  attempts: number;
+  /** The signal's reason (`signal.reason`). */
+  reason: unknown;
+}
+
+/**
+ * The caller's `signal` aborted the operation (during a try or a wait between tries). Whether
+ * the server ran it is unknown: retry later with `key` to stay idempotent. `cause` is the
+ * signal's reason, and `name` is the reason's (`'AbortError'` for `controller.abort()`,
+ * `'TimeoutError'` for `AbortSignal.timeout()`), so the usual `error.name` checks keep working.
+ */
+export class IdempotentRequestAbortedError extends Error {
+  override name: string;
+  readonly key: string;
+  readonly attempts: number;
+
+  constructor(details: IdempotentRequestAbortedErrorDetails) {
+    super(
+      `Aborted (${describe(details.reason)}) after ${details.attempts} ${details.attempts === 1 ? 'try' : 'tries'} with idempotency key "${details.key}"; the server may have run it: retry later with the same key.`,
+      { cause: details.reason },
+    );
+    const reasonName =
+      typeof details.reason === 'object' && details.reason !== null
+        ? (details.reason as { name?: unknown }).name
+        : undefined;
+    this.name = typeof reasonName === 'string' && reasonName !== '' ? reasonName : 'AbortError';
+    this.key = details.key;
+    this.attempts = details.attempts;
+  }
+}

@@ -7,7 +7,9 @@ export type {
   RetryListener,
 } from './idempotent-client.options.js';
 export {
+  IdempotentRequestAbortedError,
   IdempotentRequestError,
+  type IdempotentRequestAbortedErrorDetails,
   type IdempotentRequestErrorDetails,
 } from './idempotent-request.error.js';
 export { parseRetryAfter } from './idempotent-client.backoff.js';

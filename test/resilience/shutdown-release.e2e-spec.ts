@@ -52,6 +52,13 @@ class FailingController {
     }
     return { run: this.runs.count('orders') };
   }
+
+  /** The same in a transaction: the failure rolls it back, then the key is released. */
+  @Post('tx-orders')
+  @Idempotent({ transactional: true })
+  txOrder(@Headers('x-fail') fail: string | undefined) {
+    return this.order(fail);
+  }
 }
 
 describe.each(ADAPTERS)('shutdown with a release pending under %s', (adapter) => {
@@ -90,8 +97,13 @@ describe.each(ADAPTERS)('shutdown with a release pending under %s', (adapter) =>
   }
 
   /** A request whose handler throws while the database is away: its key cannot be released. */
-  async function failDuringBlip(app: RouteApp, key: string): Promise<void> {
-    const answer = send(app.url, '/orders', {
+  async function failDuringBlip(
+    app: RouteApp,
+    key: string,
+    path = '/orders',
+    status = 500,
+  ): Promise<void> {
+    const answer = send(app.url, path, {
       headers: [
         ['x-idempotency-key', key],
         ['x-fail', '1'],
@@ -104,17 +116,17 @@ describe.each(ADAPTERS)('shutdown with a release pending under %s', (adapter) =>
     await proxy.close();
     app.app.get(Gate).release();
     const failed = await answer;
-    expect(failed.status).toBe(500);
+    expect(failed.status).toBe(status);
     await waitFor(
       'the failed release',
       () => app.logs.find('error', 'Idempotency store unavailable (release)').length === 1,
     );
   }
 
-  async function retry(key: string) {
+  async function retry(key: string, path = '/orders') {
     const next = await startApp(false);
     try {
-      const response = await send(next.url, '/orders', {
+      const response = await send(next.url, path, {
         headers: [['x-idempotency-key', key]],
         body: {},
       });
@@ -124,31 +136,40 @@ describe.each(ADAPTERS)('shutdown with a release pending under %s', (adapter) =>
     }
   }
 
-  it('releases the key before closing once the database answers: a retry runs the handler again', async () => {
-    const key = randomUUID();
-    const first = await startApp(true);
-    let closedAfter: number;
-    try {
-      await failDuringBlip(first, key);
-      // Background retries back off (250 ms, 500, 1 s, 2 s...): the database comes back
-      // between two of them, and the deploy stops the app at once.
-      await sleep(2_000);
-      await proxy.open();
-    } finally {
-      const closing = Date.now();
-      await first.app.close();
-      closedAfter = Date.now() - closing;
-    }
-    // Well within the lease: the key is free, so the retry runs the handler (201), not 423.
-    const { response, runs } = await retry(key);
-    expect({ status: response.status, body: response.json }).toEqual({
-      status: 201,
-      body: { run: 1 },
-    });
-    expect(first.runs.count('orders') + runs).toBe(2);
-    expect(first.logs.find('log', 'on retry')).toHaveLength(1);
-    expect(closedAfter).toBeLessThan(2 * STATEMENT_TIMEOUT_MS + 1_000);
-  }, 30_000);
+  // A plain route answers the handler's error (500); a transactional one 503, its
+  // rollback having failed too.
+  it.each([
+    ['', '/orders', 500],
+    ['transactional ', '/tx-orders', 503],
+  ])(
+    '%sreleases the key before closing once the database answers: a retry runs the handler again',
+    async (_, path, status) => {
+      const key = randomUUID();
+      const first = await startApp(true);
+      let closedAfter: number;
+      try {
+        await failDuringBlip(first, key, path, status);
+        // Background retries back off (250 ms, 500, 1 s, 2 s...): the database comes back
+        // between two of them, and the deploy stops the app at once.
+        await sleep(2_000);
+        await proxy.open();
+      } finally {
+        const closing = Date.now();
+        await first.app.close();
+        closedAfter = Date.now() - closing;
+      }
+      // Well within the lease: the key is free, so the retry runs the handler (201), not 423.
+      const { response, runs } = await retry(key, path);
+      expect({ status: response.status, body: response.json }).toEqual({
+        status: 201,
+        body: { run: 1 },
+      });
+      expect(first.runs.count('orders') + runs).toBe(2);
+      expect(first.logs.find('log', 'on retry')).toHaveLength(1);
+      expect(closedAfter).toBeLessThan(2 * STATEMENT_TIMEOUT_MS + 1_000);
+    },
+    30_000,
+  );
 
   it('with the database still away, shutdown makes one bounded attempt and does not wait out the lease', async () => {
     const key = randomUUID();

@@ -23,7 +23,7 @@ import { keepLeaseAlive } from './idempotency.lease.js';
 import type { IdempotencyLog } from './idempotency.log.js';
 import type { ResolvedOptions } from './idempotency.options.js';
 import { IDEMPOTENCY_DATA_SOURCE, type IdempotencyConnection } from './idempotency.providers.js';
-import { IdempotencySettlements } from './idempotency.settlements.js';
+import { IdempotencySettlements, type BackgroundRetry } from './idempotency.settlements.js';
 import {
   IdempotencyStore,
   IdempotencyStoreTimeoutError,
@@ -427,16 +427,21 @@ export class IdempotencyEngine {
     } catch (error) {
       this.storeFailed('release', this.baseOf(record), settling, error);
       const hash = this.factsOf(record).keyHash;
-      this.retryInBackground(
-        record,
-        options,
-        async () => {
-          if (await this.store.release(record, { timeoutMs: options.statementTimeoutMs })) {
-            this.logger.log(`Released key ${hash} on retry`);
-          }
-          return true;
-        },
-        `Gave up releasing key ${hash} (scope "${record.scope}"): it stays held until its lease passes.`,
+      this.settlements.trackRetry(
+        this.retryInBackground(
+          record,
+          options,
+          async () => {
+            if (await this.store.release(record, { timeoutMs: options.statementTimeoutMs })) {
+              this.logger.log(`Released key ${hash} on retry`);
+            }
+            return true;
+          },
+          {
+            giveUp: `Gave up releasing key ${hash} (scope "${record.scope}"): it stays held until its lease passes.`,
+            lastWords: `Shutting down: could not release key ${hash} (scope "${record.scope}") on a last attempt; it stays held until its lease passes.`,
+          },
+        ),
       );
     }
   }
@@ -450,17 +455,19 @@ export class IdempotencyEngine {
   private releaseLateClaim({ record, applied }: LateClaim, options: ResolvedOptions): void {
     void applied.then((taken) => {
       if (taken === false) return;
-      this.retryInBackground(record, options, async () => {
-        const released = await this.store.release(record, {
-          timeoutMs: options.statementTimeoutMs,
-        });
-        if (released) {
-          this.logger.warn(
-            `Released key ${this.factsOf(record).keyHash} (scope "${record.scope}"): its claim took effect after the request had timed out.`,
-          );
-        }
-        return released || taken === true;
-      });
+      this.settlements.trackRetry(
+        this.retryInBackground(record, options, async () => {
+          const released = await this.store.release(record, {
+            timeoutMs: options.statementTimeoutMs,
+          });
+          if (released) {
+            this.logger.warn(
+              `Released key ${this.factsOf(record).keyHash} (scope "${record.scope}"): its claim took effect after the request had timed out.`,
+            );
+          }
+          return released || taken === true;
+        }),
+      );
     });
   }
 
@@ -499,40 +506,77 @@ export class IdempotencyEngine {
           }
           return true;
         },
-        `Gave up storing the response for key ${hash} (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+        {
+          giveUp: `Gave up storing the response for key ${hash} (scope "${record.scope}"): once its lease passes, a retry runs the handler again.`,
+        },
         true,
-      ),
+      ).finished,
     );
   }
 
   /**
    * Runs `attempt` with backoff until it returns true, or until shortly before the record's
    * lease passes (after which another request may take the key over anyway). A rejection
-   * counts as "not yet". Resolves once it succeeded or gave up. Timers are unref'd unless
-   * `keepAlive`: a process that is shutting down does not wait for them.
+   * counts as "not yet". `finished` resolves once it succeeded or gave up. Timers are
+   * unref'd unless `keepAlive`. lastAttempt() (shutdown) runs the next attempt at once, or
+   * right after the one in flight, and ends it there: `lastWords` is logged if that fails.
    */
   private retryInBackground(
     record: ClaimedRecord,
     options: ResolvedOptions,
     attempt: () => Promise<boolean>,
-    giveUpMessage?: string,
+    messages: { giveUp?: string; lastWords?: string } = {},
     keepAlive = false,
-  ): Promise<void> {
+  ): BackgroundRetry {
     const deadline = Date.now() + options.leaseMs - RETRY_FIRST_MS;
-    return new Promise<void>((finished) => {
-      const next = (delayMs: number) => {
-        if (Date.now() + delayMs > deadline) {
-          if (giveUpMessage) this.logger.error(giveUpMessage);
-          return finished();
+    let timer: NodeJS.Timeout | undefined;
+    let running = false;
+    let last = false;
+    let oneMore = false;
+    let over = false;
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => (finished = resolve));
+    const finish = (message?: string) => {
+      over = true;
+      clearTimeout(timer);
+      if (message) this.logger.error(message);
+      finished();
+    };
+    const run = (delayMs: number) => {
+      running = true;
+      timer = undefined;
+      attempt()
+        .catch(() => false)
+        .then((succeeded) => {
+          running = false;
+          if (succeeded) finish();
+          else if (oneMore) {
+            oneMore = false;
+            run(0);
+          } else if (last) finish(messages.lastWords);
+          else schedule(Math.min(delayMs * 2, RETRY_MAX_MS));
+        });
+    };
+    const schedule = (delayMs: number) => {
+      if (Date.now() + delayMs > deadline) return finish(messages.giveUp);
+      timer = setTimeout(() => run(delayMs), delayMs);
+      if (!keepAlive) timer.unref();
+    };
+    schedule(RETRY_FIRST_MS);
+    return {
+      finished: done,
+      lastAttempt: () => {
+        if (over || last) return;
+        last = true;
+        // An attempt in flight may have been sent before the database came back: the last
+        // one follows it. Either way, at most two statement timeouts.
+        if (running) oneMore = true;
+        else {
+          clearTimeout(timer);
+          run(0);
         }
-        const again = () => next(Math.min(delayMs * 2, RETRY_MAX_MS));
-        const timer = setTimeout(() => {
-          attempt().then((done) => (done ? finished() : again()), again);
-        }, delayMs);
-        if (!keepAlive) timer.unref();
-      };
-      next(RETRY_FIRST_MS);
-    });
+      },
+    };
   }
 
   /** This call took its key over from a request whose lease had passed. */

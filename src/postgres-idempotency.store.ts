@@ -143,7 +143,9 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     if (options.batching !== false) {
       const poolSize = options.poolSize ?? (isPgPool(executor) ? poolMax(executor) : undefined);
       const limits = batchLimitsFor(poolSize);
-      this.batchers = storeBatchers(this.executor, this.sql, limits, asynchronous);
+      this.batchers = storeBatchers(this.executor, this.sql, limits, asynchronous, () =>
+        this.resetsWaiters(),
+      );
     }
   }
 
@@ -181,6 +183,10 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     const { scope, key, fingerprint, leaseMs, retentionMs, timeoutMs } = request;
     // The attempts share one time bound.
     const deadline = deadlineAfter(timeoutMs);
+    // A takeover clears has_waiters where the table has it. Known once the first completion,
+    // release or wait of the store probed the table (no round trip of its own here); until
+    // then, a takeover leaves the mark, which costs at most a needless notification.
+    const single = this.resetsWaiters() ? this.sql.claimResettingWaiters : this.sql.claim;
     for (let attempt = 1; attempt <= MAX_CLAIM_ATTEMPTS; attempt++) {
       const token = newFencingToken();
       const values = [scope, key, fingerprint, leaseMs, retentionMs, token];
@@ -189,7 +195,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
       // it (a takeover, or a race) runs the single statement.
       const batcher = attempt === 1 ? this.batchers?.claim : undefined;
       try {
-        ({ rows } = await this.run(this.sql.claim, values, remaining(deadline), batcher));
+        ({ rows } = await this.run(single, values, remaining(deadline), batcher));
       } catch (error) {
         if (!(error instanceof IdempotencyStoreTimeoutError)) throw error;
         const aftermath = (error.cause as StatementTimeoutError).aftermath;
@@ -387,6 +393,11 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     return rows.length > 0;
   }
 
+  /** Whether a claim clears has_waiters on a takeover: the column is known to be there. */
+  private resetsWaiters(): boolean {
+    return this.waitersColumn.present === true;
+  }
+
   /**
    * Probed once per store (one catalog query): a table created before the has_waiters
    * column existed keeps working, with plain statements and polling waits.
@@ -527,19 +538,7 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
         DELETE FROM ${table}
          WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
            AND state = 'in_progress'`;
-  return {
-    table,
-    channel,
-    /*
-     * One atomic statement. `inserted` claims a new key; `taken` takes over a record whose
-     * retention expired (unless its lease is still live: a request still running is never
-     * taken over) or whose lease passed (a crashed process). Otherwise the existing row
-     * comes back for the caller to replay, answer 423 or answer 422. An UPDATE re-checks its
-     * WHERE on the newest row version, so two takeovers cannot both win.
-     */
-    claim: {
-      name: `${prefix}_claim${relaxed}`,
-      text: `
+  const claim = (resetWaiters: string) => `
         WITH inserted AS (
           INSERT INTO ${table} AS r
             (scope, idempotency_key, fingerprint, state, fencing_token, locked_until, expires_at)
@@ -552,7 +551,7 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
              SET fingerprint = $3, state = 'in_progress',
                  fencing_token = $6::bigint,
                  locked_until = now() + ${ms('$4')}, expires_at = now() + ${ms('$5')},
-                 created_at = now(), completed_at = NULL,
+                 created_at = now(), completed_at = NULL,${resetWaiters}
                  response_status = NULL, response_headers = NULL, response_body = NULL
            WHERE r.scope = $1 AND r.idempotency_key = $2
              AND NOT EXISTS (SELECT 1 FROM inserted)
@@ -585,7 +584,26 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
         UNION ALL
         SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE NOT (${ASYNCHRONOUS_COMMIT})`
                : ''
-           }`,
+           }`;
+  return {
+    table,
+    channel,
+    /*
+     * One atomic statement. `inserted` claims a new key; `taken` takes over a record whose
+     * retention expired (unless its lease is still live: a request still running is never
+     * taken over) or whose lease passed (a crashed process). Otherwise the existing row
+     * comes back for the caller to replay, answer 423 or answer 422. An UPDATE re-checks its
+     * WHERE on the newest row version, so two takeovers cannot both win.
+     */
+    claim: { name: `${prefix}_claim${relaxed}`, text: claim('') },
+    /**
+     * claim, on a table with has_waiters: a takeover also clears the mark, which belonged to
+     * the previous owner's waiters. Left set, the new owner's completion or release would
+     * notify though nobody waits for it (and a mark made for this owner sets it again).
+     */
+    claimResettingWaiters: {
+      name: `${prefix}_claim_reset_waiters${relaxed}`,
+      text: claim(' has_waiters = false,'),
     },
     complete: { name: `${prefix}_complete${relaxed}`, text: complete },
     /** complete, and a notification in the same statement when someone waits for it. */

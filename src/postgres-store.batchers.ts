@@ -30,6 +30,7 @@ interface Names {
   table: string;
   channel: string;
   claim: { name: string; text: string };
+  claimResettingWaiters: { name: string; text: string };
   complete: { name: string; text: string };
   completeNotifying: { name: string; text: string };
 }
@@ -47,6 +48,8 @@ export function storeBatchers(
   sql: Names,
   limits: BatcherLimits,
   asynchronous = false,
+  /** Whether the table has has_waiters: a lone claim then clears it on a takeover. */
+  resetsWaiters: () => boolean = () => false,
 ): StoreBatchers {
   const batch = buildBatchStatements(sql.table, sql.channel, asynchronous);
   const split = splitByOrd;
@@ -67,7 +70,10 @@ export function storeBatchers(
     claim: new StatementBatcher(
       executor,
       {
-        single: sql.claim,
+        // Read when sent: a batch takes nothing over, but a batch of one runs the single claim.
+        get single() {
+          return resetsWaiters() ? sql.claimResettingWaiters : sql.claim;
+        },
         batch: (rows) => ({ ...batch.claim, values: columns(rows) }),
         split,
         identity,

@@ -24,7 +24,7 @@ describe('waiters that woke together and shared a claim that failed', () => {
     let failClaims = false;
     const failing: SqlExecutor = {
       query: (statement) =>
-        failClaims && statement.name.endsWith('_claim')
+        failClaims && /_claim(_reset_waiters)?$/.test(statement.name)
           ? Promise.reject(new Error('claims fail now'))
           : pool.query(statement),
     };

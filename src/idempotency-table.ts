@@ -1,4 +1,5 @@
 // Names of the record table and its index, validated and quoted once.
+import { createHash } from 'node:crypto';
 import type { MigrationInterface, QueryRunner } from 'typeorm';
 import { DEFAULT_TABLE_NAME } from './idempotency.constants.js';
 
@@ -31,6 +32,24 @@ export function idempotencyTableNames(name: string = DEFAULT_TABLE_NAME): Idempo
     qualifiedExpiryIndex: schema + quote(`${table}_expires_at_idx`),
     raw: name,
   };
+}
+
+/**
+ * The LISTEN/NOTIFY channel of records settling in a table: `idem_<8 hex digits of the
+ * SHA-1 of its canonical spelling>_settled` (25 bytes whatever the name's length).
+ */
+export function settledChannel(canonicalSpelling: string): string {
+  return `idem_${createHash('sha1').update(canonicalSpelling).digest('hex').slice(0, 8)}_settled`;
+}
+
+/**
+ * How every instance spells a table, whatever tableName and search_path led it there (from
+ * the catalog: `pg_namespace.nspname`, `pg_class.relname`): the bare name in schema public
+ * (the default table, and most configurations, as they spell it themselves), `schema.table`
+ * elsewhere. Case-sensitive, as the module quotes names.
+ */
+export function canonicalTableSpelling(schema: string, table: string): string {
+  return schema === 'public' ? table : `${schema}.${table}`;
 }
 
 /**

@@ -1,11 +1,16 @@
 // Creates the idempotency record table. Add the class to your DataSource's `migrations`, or
 // build one for a custom table name with `createIdempotencyRecordsMigration('my_table')`.
 import type { MigrationInterface } from 'typeorm';
-import { idempotencyMigrationClass, idempotencyTableNames } from '../src/idempotency-table.js';
+import {
+  EXPIRY_INDEX_OF,
+  idempotencyMigrationClass,
+  idempotencyTableNames,
+} from '../src/idempotency-table.js';
 
 /** The DDL, for a table name of your choice. */
 export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down: string[] } {
-  const { table, expiryIndex } = idempotencyTableNames(tableName);
+  const { table, expiryIndex, expiryIndexRenamed } = idempotencyTableNames(tableName);
+  const createIndex = `CREATE INDEX IF NOT EXISTS ${expiryIndex} ON ${table} (expires_at)`;
   return {
     up: [
       `CREATE TABLE IF NOT EXISTS ${table} (
@@ -23,7 +28,13 @@ export function idempotencyRecordsDdl(tableName?: string): { up: string[]; down:
         expires_at       timestamptz NOT NULL,
         PRIMARY KEY (scope, idempotency_key)
       )`,
-      `CREATE INDEX IF NOT EXISTS ${expiryIndex} ON ${table} (expires_at)`,
+      // A table name over 48 characters: its index may be there already under the name an
+      // earlier version gave it (cut by Postgres to 63 bytes), which is kept, not doubled.
+      expiryIndexRenamed
+        ? `DO $$ BEGIN
+             IF NOT EXISTS (${EXPIRY_INDEX_OF.replace('$1', `'${table}'`)}) THEN ${createIndex}; END IF;
+           END $$`
+        : createIndex,
     ],
     down: [`DROP TABLE IF EXISTS ${table}`],
   };

@@ -27,7 +27,7 @@ import { IdempotencyWaiters } from './idempotency.waiters.js';
 import { idempotencyOpenApiProvider } from './idempotency-openapi.js';
 import { idempotencyFilterOrderProvider } from './idempotency-filter-order.js';
 import { IdempotencyKeys } from './idempotency-keys.service.js';
-import { idempotencyTableNames } from './idempotency-table.js';
+import { EXPIRY_INDEX_OF, idempotencyTableNames } from './idempotency-table.js';
 
 @Module({
   // DiscoveryModule: the OpenAPI documenter and the filter order find the @Idempotent()
@@ -101,13 +101,15 @@ export class IdempotencyModule
     // The DDL locks the table even when it has nothing to do (CREATE INDEX and ALTER TABLE
     // take the lock before they look), and so would queue every claim behind any open
     // transaction on it: once everything is there, a start runs none of it.
-    const { table, qualifiedExpiryIndex } = idempotencyTableNames(this.options.tableName);
+    // The index is found by what it indexes, not by name: a table name over 48 characters
+    // may have it under the name an earlier version gave it (expiryIndexName).
+    const { table } = idempotencyTableNames(this.options.tableName);
     const [ready] = await this.connection.dataSource.query(
-      `SELECT to_regclass($2) IS NOT NULL
+      `SELECT EXISTS (${EXPIRY_INDEX_OF})
               AND EXISTS (SELECT 1 FROM pg_attribute
                            WHERE attrelid = to_regclass($1) AND attname = 'has_waiters'
                              AND NOT attisdropped) AS ready`,
-      [table, qualifiedExpiryIndex],
+      [table],
     );
     if (ready?.ready === true) {
       this.logger.log(`Table ${this.options.tableName ?? 'idempotency_records'} is ready`);

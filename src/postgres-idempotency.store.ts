@@ -5,11 +5,20 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 import { DEFAULT_TABLE_NAME, WAIT_POLL_MS } from './idempotency.constants.js';
-import { idempotencyTableNames } from './idempotency-table.js';
+import {
+  canonicalTableSpelling,
+  idempotencyTableNames,
+  settledChannel,
+} from './idempotency-table.js';
 import { isPgPool, poolExecutor, type PgPool } from './postgres-pool.executor.js';
 import { guardedPoolOf } from './postgres-pool.guard.js';
 import { ASYNCHRONOUS_COMMIT } from './postgres-batch.statements.js';
-import { batchLimitsFor, storeBatchers, type StoreBatchers } from './postgres-store.batchers.js';
+import {
+  batchLimitsFor,
+  completeNotifyingBatcher,
+  storeBatchers,
+  type StoreBatchers,
+} from './postgres-store.batchers.js';
 import type { StatementBatcher } from './postgres-statement.batcher.js';
 import { deadlineAfter, remaining, StatementTimeoutError } from './postgres-statement.runner.js';
 import {
@@ -108,9 +117,17 @@ export interface PostgresIdempotencyStoreOptions {
 /** Whether claims and completions wait for the WAL flush at commit (`synchronous_commit`). */
 export type IdempotencyDurability = 'synchronous' | 'asynchronous';
 
-/** Whether the table has the has_waiters column (AddIdempotencyWaiters migration). */
+/**
+ * Whether the table has the has_waiters column (AddIdempotencyWaiters migration), and the
+ * channel its settled records notify on.
+ */
 interface WaitersColumn {
   present?: boolean;
+  /**
+   * From the table's identity in the catalog, not from tableName as spelled: instances that
+   * reach one table as `public.t` and as `t` must hear each other.
+   */
+  channel?: string;
   probing?: Promise<boolean>;
   /** The store on the pool, never a transaction's: the probe must not touch a transaction. */
   store: PostgresIdempotencyStore;
@@ -121,6 +138,9 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
   private readonly executor: SqlExecutor;
   private readonly listener?: PostgresIdempotencyListener;
   private waitersColumn: WaitersColumn;
+  private notifying?: ReturnType<typeof notifyingStatements>;
+  private readonly asynchronous: boolean;
+  private readonly batchLimits?: ReturnType<typeof batchLimitsFor>;
   private watches?: SettledWatches;
   /** Absent when batching is off (and inside a transaction). */
   readonly batchers?: StoreBatchers;
@@ -137,14 +157,22 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     super();
     this.executor = isPgPool(executor) ? poolExecutor(() => executor) : executor;
     const asynchronous = options.durability === 'asynchronous';
+    this.asynchronous = asynchronous;
     this.sql = statementsFor(tableName, asynchronous);
     this.listener = options.listener;
     this.waitersColumn = { store: this };
     if (options.batching !== false) {
       const poolSize = options.poolSize ?? (isPgPool(executor) ? poolMax(executor) : undefined);
       const limits = batchLimitsFor(poolSize);
-      this.batchers = storeBatchers(this.executor, this.sql, limits, asynchronous, () =>
-        this.resetsWaiters(),
+      this.batchLimits = limits;
+      // Notifying, until the first completion looks the table up, on the channel as spelled.
+      const { completeNotifying } = notifyingStatements(tableName, asynchronous, this.sql.channel);
+      this.batchers = storeBatchers(
+        this.executor,
+        { ...this.sql, completeNotifying },
+        limits,
+        asynchronous,
+        () => this.resetsWaiters(),
       );
     }
   }
@@ -162,9 +190,13 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     return store;
   }
 
-  /** The channel that completing or releasing a waited-for record notifies. */
+  /**
+   * The channel that completing or releasing a waited-for record notifies: derived from the
+   * table's schema and name as the catalog has them, once the store has looked them up (its
+   * first completion, release or wait); until then, from the name as configured.
+   */
   get notificationChannel(): string {
-    return this.sql.channel;
+    return this.waitersColumn.channel ?? this.sql.channel;
   }
 
   /** Runs statements on the pg pool behind a TypeORM Postgres DataSource. */
@@ -253,8 +285,8 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     ];
     // The first call of a process also probes the table: both share the call's bound.
     const deadline = deadlineAfter(call.timeoutMs);
-    const notifying = await this.hasWaitersColumn(call.timeoutMs);
-    const statement = notifying ? this.sql.completeNotifying : this.sql.complete;
+    const notifying = (await this.hasWaitersColumn(call.timeoutMs)) && this.notifyingSql();
+    const statement = notifying ? notifying.completeNotifying : this.sql.complete;
     const batcher = notifying ? this.batchers?.completeNotifying : this.batchers?.complete;
     const { rowCount } = await this.run(statement, values, remaining(deadline), batcher);
     return rowCount === 1;
@@ -274,8 +306,8 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     const values = [record.scope, record.key, record.token];
     // The first call of a process also probes the table: both share the call's bound.
     const deadline = deadlineAfter(call.timeoutMs);
-    const notifying = await this.hasWaitersColumn(call.timeoutMs);
-    const statement = notifying ? this.sql.releaseNotifying : this.sql.release;
+    const notifying = (await this.hasWaitersColumn(call.timeoutMs)) && this.notifyingSql();
+    const statement = notifying ? notifying.releaseNotifying : this.sql.release;
     const { rowCount } = await this.run(statement, values, remaining(deadline));
     return rowCount === 1;
   }
@@ -370,7 +402,7 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
     if (!this.listener || !(await this.hasWaitersColumn(WAIT_POLL_MS))) {
       return super.awaitSettled(record, timeoutMs, signal);
     }
-    this.watches ??= new SettledWatches(this.listener, this.sql.channel, (inFlight) =>
+    this.watches ??= new SettledWatches(this.listener, this.notificationChannel, (inFlight) =>
       this.markWaited(inFlight),
     );
     // Everything, subscribing included, ends by the bound: a listening connection that
@@ -400,19 +432,46 @@ export class PostgresIdempotencyStore extends IdempotencyStore {
 
   /**
    * Probed once per store (one catalog query): a table created before the has_waiters
-   * column existed keeps working, with plain statements and polling waits.
+   * column existed keeps working, with plain statements and polling waits. The same query
+   * finds the table's schema and name, for its notification channel.
    */
   private async hasWaitersColumn(timeoutMs?: number): Promise<boolean> {
     const column = this.waitersColumn;
     if (column.present !== undefined) return column.present;
-    column.probing ??= column.store.run(this.sql.probeWaiters, [this.sql.table], timeoutMs).then(
-      ({ rows }) => (column.present = rows[0]?.present === true),
+    column.probing ??= column.store.run(this.sql.probeTable, [this.sql.table], timeoutMs).then(
+      ({ rows }) => {
+        const row = rows[0] as { present?: boolean; schema?: string; name?: string } | undefined;
+        if (row?.schema && row.name) {
+          column.channel = settledChannel(canonicalTableSpelling(row.schema, row.name));
+        }
+        return (column.present = row?.present === true);
+      },
       (error: unknown) => {
         column.probing = undefined;
         throw error;
       },
     );
     return column.probing;
+  }
+
+  /** The statements that notify, on the channel the probe found (hasWaitersColumn). */
+  private notifyingSql(): ReturnType<typeof notifyingStatements> {
+    const channel = this.notificationChannel;
+    if (this.notifying?.channel !== channel) {
+      this.notifying = notifyingStatements(this.tableName, this.asynchronous, channel);
+      if (this.batchers && this.batchLimits && this.batchers.channel !== channel) {
+        this.batchers.completeNotifying = completeNotifyingBatcher(
+          this.executor,
+          this.sql.table,
+          this.notifying.completeNotifying,
+          channel,
+          this.batchLimits,
+          this.asynchronous,
+        );
+        this.batchers.channel = channel;
+      }
+    }
+    return this.notifying;
   }
 }
 
@@ -513,31 +572,12 @@ function statementsFor(
 
 function buildStatements(tableName: string | undefined, asynchronous: boolean) {
   const { table, raw } = idempotencyTableNames(tableName);
-  // Prepared statement names must be unique per text on a connection.
-  const prefix = `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
+  const prefix = statementPrefix(raw);
   // The claim and completions in asynchronous form: other names, since other texts.
   const relaxed = asynchronous ? '_async' : '';
-  const andRelaxed = asynchronous ? `\n           AND ${ASYNCHRONOUS_COMMIT}` : '';
-  const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
-  // Notifications of settled records: one channel per table, the record in the payload (as
-  // settledPayload computes it). Only records marked as waited for notify: NOTIFY takes a
-  // global lock at commit, which no completion should pay for when nobody waits.
-  const channel = `${prefix}_settled`;
-  const notifyIfWaited = (rows: string) => `
-        SELECT CASE WHEN ${rows}.has_waiters THEN pg_notify('${channel}',
-                 encode(sha256(convert_to($1::text || E'\\n' || $2::text, 'UTF8')), 'hex')) END
-          FROM ${rows}`;
-  const complete = `
-        UPDATE ${table}
-           SET state = 'completed', response_status = $4, response_headers = $5::jsonb,
-               response_body = $6, completed_at = now(), locked_until = NULL,
-               expires_at = now() + ${ms('$7')}
-         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
-           AND state = 'in_progress'${andRelaxed}`;
-  const release = `
-        DELETE FROM ${table}
-         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
-           AND state = 'in_progress'`;
+  const { complete, release } = settleTexts(table, asynchronous);
+  // The channel of the name as configured, until the store has looked the table up.
+  const channel = settledChannel(raw);
   const claim = (resetWaiters: string) => `
         WITH inserted AS (
           INSERT INTO ${table} AS r
@@ -606,12 +646,6 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
       text: claim(' has_waiters = false,'),
     },
     complete: { name: `${prefix}_complete${relaxed}`, text: complete },
-    /** complete, and a notification in the same statement when someone waits for it. */
-    completeNotifying: {
-      name: `${prefix}_complete_notifying${relaxed}`,
-      text: `WITH done AS (${complete}
-         RETURNING has_waiters)${notifyIfWaited('done')}`,
-    },
     /*
      * Oldest expired records first, in one bounded batch. SKIP LOCKED lets several instances
      * sweep at once without waiting on each other or on a claim that is taking a row over.
@@ -645,11 +679,6 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
            AND state = 'in_progress'`,
     },
     release: { name: `${prefix}_release`, text: release },
-    releaseNotifying: {
-      name: `${prefix}_release_notifying`,
-      text: `WITH gone AS (${release}
-         RETURNING has_waiters)${notifyIfWaited('gone')}`,
-    },
     /*
      * Marks an in-flight record as waited for; a row back means a completion or release
      * will notify. Only the first waiter writes: later ones find the mark (a read), so a
@@ -701,12 +730,92 @@ function buildStatements(tableName: string | undefined, asynchronous: boolean) {
         )
         SELECT (SELECT state FROM gone) AS deleted, (SELECT state FROM found) AS found`,
     },
-    probeWaiters: {
-      name: `${prefix}_probe_waiters`,
+    /* Whether the table has has_waiters, and its schema and name as the catalog has them. */
+    probeTable: {
+      name: `${prefix}_probe_table`,
       text: `
         SELECT EXISTS (SELECT 1 FROM pg_attribute
-                        WHERE attrelid = to_regclass($1) AND attname = 'has_waiters'
-                          AND NOT attisdropped) AS present`,
+                        WHERE attrelid = c.oid AND attname = 'has_waiters'
+                          AND NOT attisdropped) AS present,
+               n.nspname AS schema, c.relname AS name
+          FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+         WHERE c.oid = to_regclass($1)`,
+    },
+  };
+}
+
+/** Prepared statement names must be unique per text on a connection. */
+function statementPrefix(raw: string): string {
+  return `idem_${createHash('sha1').update(raw).digest('hex').slice(0, 8)}`;
+}
+
+const ms = (param: string) => `${param}::float8 * interval '1 millisecond'`;
+
+/** Completing and releasing a record: the single-row statements, with or without a notification. */
+function settleTexts(table: string, asynchronous: boolean) {
+  const andRelaxed = asynchronous ? `\n           AND ${ASYNCHRONOUS_COMMIT}` : '';
+  const complete = `
+        UPDATE ${table}
+           SET state = 'completed', response_status = $4, response_headers = $5::jsonb,
+               response_body = $6, completed_at = now(), locked_until = NULL,
+               expires_at = now() + ${ms('$7')}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'${andRelaxed}`;
+  const release = `
+        DELETE FROM ${table}
+         WHERE scope = $1 AND idempotency_key = $2 AND fencing_token = $3::bigint
+           AND state = 'in_progress'`;
+  return { complete, release };
+}
+
+const notifyingCache = new Map<string, ReturnType<typeof buildNotifyingStatements>>();
+
+function notifyingStatements(
+  tableName: string | undefined,
+  asynchronous: boolean,
+  channel: string,
+) {
+  const cacheKey = JSON.stringify([asynchronous, tableName ?? null, channel]);
+  let statements = notifyingCache.get(cacheKey);
+  if (!statements) {
+    statements = buildNotifyingStatements(tableName, asynchronous, channel);
+    notifyingCache.set(cacheKey, statements);
+  }
+  return statements;
+}
+
+/**
+ * Completing and releasing a record, with a notification on `channel` in the same statement
+ * when someone waits for it. Notifications of settled records: one channel per table, the
+ * record in the payload (as settledPayload computes it). Only records marked as waited for
+ * notify: NOTIFY takes a global lock at commit, which no completion should pay for when
+ * nobody waits.
+ */
+function buildNotifyingStatements(
+  tableName: string | undefined,
+  asynchronous: boolean,
+  channel: string,
+) {
+  const { table, raw } = idempotencyTableNames(tableName);
+  // The channel is in the text: a name per channel (in practice, one per table and process).
+  const prefix = `${statementPrefix(raw)}${channel.slice(5, 13)}`;
+  const relaxed = asynchronous ? '_async' : '';
+  const { complete, release } = settleTexts(table, asynchronous);
+  const notifyIfWaited = (rows: string) => `
+        SELECT CASE WHEN ${rows}.has_waiters THEN pg_notify('${channel}',
+                 encode(sha256(convert_to($1::text || E'\\n' || $2::text, 'UTF8')), 'hex')) END
+          FROM ${rows}`;
+  return {
+    channel,
+    completeNotifying: {
+      name: `${prefix}_complete_notifying${relaxed}`,
+      text: `WITH done AS (${complete}
+         RETURNING has_waiters)${notifyIfWaited('done')}`,
+    },
+    releaseNotifying: {
+      name: `${prefix}_release_notifying`,
+      text: `WITH gone AS (${release}
+         RETURNING has_waiters)${notifyIfWaited('gone')}`,
     },
   };
 }

@@ -23,7 +23,10 @@ export function batchLimitsFor(poolSize: number | undefined): BatcherLimits {
 export interface StoreBatchers {
   claim: StatementBatcher;
   complete: StatementBatcher;
+  /** Replaced (completeNotifyingBatcher) once the store knows the table's channel. */
   completeNotifying: StatementBatcher;
+  /** The channel completeNotifying notifies on. */
+  channel: string;
 }
 
 interface Names {
@@ -32,8 +35,9 @@ interface Names {
   claim: { name: string; text: string };
   claimResettingWaiters: { name: string; text: string };
   complete: { name: string; text: string };
-  completeNotifying: { name: string; text: string };
 }
+
+type Statement = { name: string; text: string };
 
 /** Scope and key identify a record; the newline cannot occur in either (printable keys). */
 const identity = (row: unknown[]) => `${row[0] as string}\n${row[1] as string}`;
@@ -43,9 +47,46 @@ function columns(rows: unknown[][]): unknown[][] {
   return rows[0].map((_, column) => rows.map((row) => row[column]));
 }
 
+function completeBatcher(
+  executor: SqlExecutor,
+  single: Statement,
+  multi: Statement,
+  limits: BatcherLimits,
+): StatementBatcher {
+  return new StatementBatcher(
+    executor,
+    {
+      single,
+      batch: (rows) => ({ ...multi, values: columns(rows) }),
+      split: splitByOrd,
+      identity,
+      // A batch may miss a row that changed after its snapshot (see the statement).
+      recheck: (result) => result.rowCount !== 1,
+    },
+    limits,
+  );
+}
+
+/** The batcher of completions that notify on `channel` (`single`: the store's statement). */
+export function completeNotifyingBatcher(
+  executor: SqlExecutor,
+  table: string,
+  single: Statement,
+  channel: string,
+  limits: BatcherLimits,
+  asynchronous = false,
+): StatementBatcher {
+  const batch = buildBatchStatements(table, channel, asynchronous);
+  return completeBatcher(executor, single, batch.completeNotifying, limits);
+}
+
+/**
+ * completeNotifying notifies on the channel of the table as spelled (sql.channel) until the
+ * store replaces it with the table's own (completeNotifyingBatcher).
+ */
 export function storeBatchers(
   executor: SqlExecutor,
-  sql: Names,
+  sql: Names & { completeNotifying: Statement },
   limits: BatcherLimits,
   asynchronous = false,
   /** Whether the table has has_waiters: a lone claim then clears it on a takeover. */
@@ -53,20 +94,10 @@ export function storeBatchers(
 ): StoreBatchers {
   const batch = buildBatchStatements(sql.table, sql.channel, asynchronous);
   const split = splitByOrd;
-  const complete = (single: Names['complete'], multi: typeof batch.complete) =>
-    new StatementBatcher(
-      executor,
-      {
-        single,
-        batch: (rows) => ({ ...multi, values: columns(rows) }),
-        split,
-        identity,
-        // A batch may miss a row that changed after its snapshot (see the statement).
-        recheck: (result) => result.rowCount !== 1,
-      },
-      limits,
-    );
+  const complete = (single: Statement, multi: Statement) =>
+    completeBatcher(executor, single, multi, limits);
   return {
+    channel: sql.channel,
     claim: new StatementBatcher(
       executor,
       {

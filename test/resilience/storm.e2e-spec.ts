@@ -4,7 +4,13 @@
 // byte-identical replay of the winner.
 import { randomUUID } from 'node:crypto';
 import { parallel, send, type TestResponse } from '../support/http.js';
-import { Db, startAppProcess, stopAll, type AppProcess } from '../support/processes.js';
+import {
+  CHILD_START_MS,
+  Db,
+  startAppProcess,
+  stopAll,
+  type AppProcess,
+} from '../support/processes.js';
 import { expectReplayOf, expectRetryable, statusCounts } from '../support/problem.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
 import { dropTable, uniqueTableName } from '../support/test-app.js';
@@ -49,11 +55,11 @@ beforeAll(async () => {
   // Started together: the migration's advisory lock must let all three create the table.
   apps = await Promise.all(
     (['express', 'express', 'fastify'] as const).map((adapter) =>
-      startAppProcess({ idemTable, runsTable, adapter, startTimeoutMs: 45_000 }),
+      startAppProcess({ idemTable, runsTable, adapter }),
     ),
   );
   console.log(`3 app processes ready in ${apps.map((app) => app.startupMs).join(', ')} ms`);
-}, 60_000);
+}, CHILD_START_MS + 30_000);
 
 afterAll(async () => {
   await Promise.all(apps.map((app) => app.stop()));

@@ -315,7 +315,10 @@ describe('a batch that outlives its callers', () => {
       const [, , queued] = await Promise.allSettled([first, second, third]);
       const error = (queued as PromiseRejectedResult).reason as IdempotencyStoreTimeoutError;
       expect(error).toBeInstanceOf(IdempotencyStoreTimeoutError);
-      expect(error.timeoutMs).toBe(200);
+      // Its own bound, not the batch's 1.5 s (a millisecond may be gone before the claim
+      // reaches the batcher, as in the test above).
+      expect(error.timeoutMs).toBeLessThanOrEqual(200);
+      expect(error.timeoutMs).toBeGreaterThan(100);
       await expect(error.lateClaim!.applied).resolves.toBe(false);
     } finally {
       await blocker.query('ROLLBACK');

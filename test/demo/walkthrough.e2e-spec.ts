@@ -21,7 +21,9 @@ describe('npm run demo walkthrough', () => {
       logger: false,
     });
     result = await runWalkthrough({ baseUrl: app.url, log: (line) => lines.push(line) });
-  }, 60_000);
+    // About 20 s alone; it starts python3 three times, and each start takes tens of seconds
+    // on a loaded 2-CPU machine (60 s, then 180 s, were each exceeded there once).
+  }, 300_000);
 
   /** Confirmations per booking, once every booking's event has been consumed. */
   async function waitForConfirmations(bookings: number) {

@@ -4,7 +4,7 @@
 // importing it).
 import { randomUUID } from 'node:crypto';
 import { send } from '../support/http.js';
-import { startAppProcess, stopAll } from '../support/processes.js';
+import { CHILD_START_MS, startAppProcess, stopAll } from '../support/processes.js';
 import { dropTable, uniqueTableName } from '../support/test-app.js';
 
 const idemTable = uniqueTableName('idem_peers');
@@ -14,23 +14,26 @@ afterAll(async () => {
   await dropTable(idemTable);
 });
 
-it('an HTTP-only app never imports the optional peers', async () => {
-  const app = await startAppProcess({
-    entry: 'test/support/http-only-server.ts',
-    idemTable,
-    runsTable: 'unused',
-    startTimeoutMs: 45_000,
-  });
-  const key = randomUUID();
-  const post = () =>
-    send(app.url, '/charges', { headers: [['x-idempotency-key', key]], body: { amount: 1 } });
-  const first = await post();
-  expect({ status: first.status, body: first.text }).toMatchObject({ status: 201 });
-  const again = await post();
-  expect(again.status).toBe(409);
-  expect(again.text).toBe(first.text);
-  // Nest's core probes for @nestjs/microservices by itself; this module never tries.
-  const blocked = app.output().match(/^BLOCKED .*$/gm) ?? [];
-  expect(blocked.filter((line) => !line.includes('/node_modules/@nestjs/'))).toEqual([]);
-  await app.stop();
-}, 60_000);
+it(
+  'an HTTP-only app never imports the optional peers',
+  async () => {
+    const app = await startAppProcess({
+      entry: 'test/support/http-only-server.ts',
+      idemTable,
+      runsTable: 'unused',
+    });
+    const key = randomUUID();
+    const post = () =>
+      send(app.url, '/charges', { headers: [['x-idempotency-key', key]], body: { amount: 1 } });
+    const first = await post();
+    expect({ status: first.status, body: first.text }).toMatchObject({ status: 201 });
+    const again = await post();
+    expect(again.status).toBe(409);
+    expect(again.text).toBe(first.text);
+    // Nest's core probes for @nestjs/microservices by itself; this module never tries.
+    const blocked = app.output().match(/^BLOCKED .*$/gm) ?? [];
+    expect(blocked.filter((line) => !line.includes('/node_modules/@nestjs/'))).toEqual([]);
+    await app.stop();
+  },
+  CHILD_START_MS + 30_000,
+);

@@ -6,7 +6,14 @@
 import { randomUUID } from 'node:crypto';
 import { idempotencyKeyHash } from '../../src/index.js';
 import { send, type TestResponse } from '../support/http.js';
-import { Db, startAppProcess, stopAll, waitFor, type AppProcess } from '../support/processes.js';
+import {
+  CHILD_START_MS,
+  Db,
+  startAppProcess,
+  stopAll,
+  waitFor,
+  type AppProcess,
+} from '../support/processes.js';
 import { expectProblem, expectReplayOf, expectRetryable } from '../support/problem.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
 import { dropTable, uniqueTableName } from '../support/test-app.js';
@@ -42,11 +49,11 @@ beforeAll(async () => {
   await db.createRunsTable(runsTable);
   [victim, b, c] = await Promise.all(
     (['express', 'fastify', 'express'] as const).map((adapter) =>
-      startAppProcess({ idemTable, runsTable, adapter, startTimeoutMs: 45_000 }),
+      startAppProcess({ idemTable, runsTable, adapter }),
     ),
   );
   console.log(`3 app processes ready in ${[victim, b, c].map((a) => a.startupMs).join(', ')} ms`);
-}, 60_000);
+}, CHILD_START_MS + 30_000);
 
 afterAll(async () => {
   await Promise.all([victim, b, c].filter(Boolean).map((app) => app.stop()));

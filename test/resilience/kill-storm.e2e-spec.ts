@@ -6,7 +6,14 @@
 // (its lease passed, as documented). No survivor logs an unhandled error.
 import { randomUUID } from 'node:crypto';
 import { send, type TestResponse } from '../support/http.js';
-import { Db, startAppProcess, stopAll, waitFor, type AppProcess } from '../support/processes.js';
+import {
+  CHILD_START_MS,
+  Db,
+  startAppProcess,
+  stopAll,
+  waitFor,
+  type AppProcess,
+} from '../support/processes.js';
 import { statusCounts } from '../support/problem.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
 import { dropTable, sleep, uniqueTableName } from '../support/test-app.js';
@@ -36,11 +43,10 @@ beforeAll(async () => {
         runsTable,
         adapter,
         retryAfterSeconds: 1,
-        startTimeoutMs: 45_000,
       }),
     ),
   );
-}, 60_000);
+}, CHILD_START_MS + 30_000);
 
 afterAll(async () => {
   await Promise.all(apps.map((app) => app.stop()));

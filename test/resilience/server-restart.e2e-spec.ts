@@ -16,7 +16,7 @@ import {
 } from '../../scripts/embedded-postgres.js';
 import { send, type TestResponse } from '../support/http.js';
 import { statusCounts } from '../support/problem.js';
-import { startAppProcess, stopAll, type AppProcess } from '../support/processes.js';
+import { CHILD_START_MS, startAppProcess, stopAll, type AppProcess } from '../support/processes.js';
 import { LEASE_MS } from '../support/resilience-constants.js';
 import { sleep, uniqueTableName } from '../support/test-app.js';
 
@@ -59,11 +59,10 @@ beforeAll(async () => {
         retryAfterSeconds: 1,
         waitInFlightMs: 2_000,
         env: { DATABASE_URL: url },
-        startTimeoutMs: 45_000,
       }),
     ),
   );
-}, 90_000);
+}, CHILD_START_MS + 60_000);
 
 afterAll(async () => {
   await Promise.all(apps.map((app) => app.stop()));

@@ -8,7 +8,14 @@ import { WAIT_POLL_MS } from '../../src/idempotency.constants.js';
 import { PostgresIdempotencyStore } from '../../src/index.js';
 import { settledPayload } from '../../src/postgres-idempotency.store.js';
 import { parallel, send, type TestResponse } from '../support/http.js';
-import { Db, startAppProcess, stopAll, waitFor, type AppProcess } from '../support/processes.js';
+import {
+  CHILD_START_MS,
+  Db,
+  startAppProcess,
+  stopAll,
+  waitFor,
+  type AppProcess,
+} from '../support/processes.js';
 import { expectReplayOf, expectRetryable, statusCounts } from '../support/problem.js';
 import { dropTable, uniqueTableName } from '../support/test-app.js';
 
@@ -62,11 +69,10 @@ beforeAll(async () => {
         adapter,
         waitInFlightMs: WAIT_MS,
         retryAfterSeconds: 1,
-        startTimeoutMs: 45_000,
       }),
     ),
   );
-}, 60_000);
+}, CHILD_START_MS + 30_000);
 
 afterAll(async () => {
   await Promise.all([express, fastify].filter(Boolean).map((app) => app.stop()));

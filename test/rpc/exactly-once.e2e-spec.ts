@@ -36,7 +36,6 @@ describe.each(['rmq', 'redis', 'mqtt'] as const)('exactly once on %s', (transpor
       entry: 'test/support/consumer-server.ts',
       idemTable,
       runsTable: bookingsTable,
-      startTimeoutMs: 45_000,
       env: {
         TRANSPORT: transport,
         PATTERN: pattern,

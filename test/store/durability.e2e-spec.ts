@@ -36,7 +36,8 @@ beforeAll(async () => {
   db = new pg.Client(database.url);
   await db.connect();
   await db.query(`CREATE TABLE ${TRANSFERS} (id bigserial PRIMARY KEY, amount int NOT NULL)`);
-}, 60_000);
+  // initdb and a first start: seconds alone, over a minute on a loaded 2-CPU machine.
+}, 180_000);
 afterAll(async () => {
   await db?.end();
   await database?.stop();

@@ -88,6 +88,14 @@ export interface AppProcess {
 
 const children = new Set<ChildProcess>();
 
+/**
+ * How long a child may take to print READY (the default of startAppProcess). Importing Nest
+ * and TypeORM takes seconds, and tens of seconds when three children start at once on a
+ * loaded 2-CPU machine (45 s was exceeded there): no test measures it, so it is generous.
+ * Hooks that start children allow this plus their own work.
+ */
+export const CHILD_START_MS = 120_000;
+
 export interface StartOptions {
   idemTable: string;
   runsTable: string;
@@ -145,7 +153,7 @@ export async function startAppProcess(options: StartOptions): Promise<AppProcess
     const timeout = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`child did not start in time:\n${output}`));
-    }, options.startTimeoutMs ?? 20_000);
+    }, options.startTimeoutMs ?? CHILD_START_MS);
     const early = (code: number | null, signal: string | null) => {
       clearTimeout(timeout);
       reject(new Error(`child exited before READY (${code ?? signal}):\n${output}`));

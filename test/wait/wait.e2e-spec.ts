@@ -201,24 +201,34 @@ describe.each(ADAPTERS)(
       await db.connect();
       try {
         const key = randomUUID();
-        const body = { delayMs: 1_500 };
+        // Long enough for the four other keys below to run through the pool of 2 before it
+        // ends, also on a loaded machine (1.5 s was not, once).
+        const body = { delayMs: 4_000 };
         const running = post(app, '/slow', key, body);
         await waitForRecord(app.tableName, key, 'in_progress');
         const waiting = parallel(3, () => post(app, '/slow', key, body));
+        // The three are waiting (each holds a place among the waiters) before the others go.
+        const waiters = app.app.get(IdempotencyWaiters);
+        await waitFor('the three duplicates to wait', () => waiters.count === 3);
         // While they wait (the first still runs), new keys go through the pool of 2.
         const others = await parallel(4, () => post(app, '/slow', randomUUID(), {}));
         const answeredAt = Math.max(...others.map((o) => o.at));
         expect(others.map((o) => o.response.status)).toEqual([201, 201, 201, 201]);
         // Postgres sees the pool (at most 2) and one listening connection of this process.
-        const { rows } = await db.query<{ application_name: string }>(
-          `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1`,
-          [`${applicationName}%`],
-        );
-        const names = rows.map((r) => r.application_name);
+        // The first wait opens that connection; on a loaded machine it may still be
+        // connecting once the four others are done, so it is waited for, then counted.
+        const listener = `${applicationName}:listen:${process.pid}`;
+        let names: string[] = [];
+        await waitFor('the listening connection', async () => {
+          const { rows } = await db.query<{ application_name: string }>(
+            `SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1`,
+            [`${applicationName}%`],
+          );
+          names = rows.map((r) => r.application_name);
+          return names.includes(listener);
+        });
         expect(names.filter((n) => n === applicationName).length).toBeLessThanOrEqual(2);
-        expect(names.filter((n) => n === `${applicationName}:listen:${process.pid}`)).toHaveLength(
-          1,
-        );
+        expect(names.filter((n) => n === listener)).toHaveLength(1);
         const original = await running;
         expect(original.at).toBeGreaterThan(answeredAt);
         for (const { response } of await waiting) expectReplayOf(response, original.response);

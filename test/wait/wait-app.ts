@@ -9,6 +9,10 @@ import {
   Injectable,
   InternalServerErrorException,
   Post,
+  RequestTimeoutException,
+  type CallHandler,
+  type ExecutionContext,
+  type NestInterceptor,
   UseInterceptors,
   type INestApplication,
 } from '@nestjs/common';
@@ -20,12 +24,8 @@ import {
   IdempotencyTransaction,
   type IdempotencyModuleOptions,
 } from '../../src/index.js';
-import {
-  dropTable,
-  TimeoutInterceptor,
-  uniqueTableName,
-  type AdapterName,
-} from '../support/test-app.js';
+import { catchError, throwError, timeout, TimeoutError, type Observable } from 'rxjs';
+import { dropTable, uniqueTableName, type AdapterName } from '../support/test-app.js';
 import { createAdapterApp, listenOnLoopback, testIdempotencyModule } from '../support/nest-app.js';
 
 /** Handler runs per idempotency key, and gates that hold /gated handlers until opened. */
@@ -123,9 +123,29 @@ class WaitController {
   }
 }
 
+/**
+ * How long /timed routes run before their own timeout answers 408. Long enough that, on a
+ * loaded machine, the duplicates of a test have claimed and started waiting before it fires
+ * (at 500 ms they sometimes had not, and the test never saw them wait).
+ */
+export const TIMED_ROUTE_MS = 2_000;
+
+/** An app's own timeout interceptor, as applications write one. */
+@Injectable()
+class RouteTimeout implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      timeout(TIMED_ROUTE_MS),
+      catchError((error: unknown) =>
+        throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error)),
+      ),
+    );
+  }
+}
+
 /** A route whose own timeout (an outer interceptor) answers 408 while it runs or waits. */
 @Controller('timed')
-@UseInterceptors(TimeoutInterceptor)
+@UseInterceptors(RouteTimeout)
 class TimedController {
   constructor(private readonly runs: Runs) {}
 

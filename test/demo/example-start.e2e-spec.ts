@@ -3,6 +3,7 @@
 import type { LoggerService } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { startBookingsApp } from '../../example/bookings-app.js';
+import { dropSchema } from '../support/test-app.js';
 
 /** Keeps what Nest and the module log, by level. */
 class RecordingLogger implements LoggerService {
@@ -29,8 +30,11 @@ describe('the example app', () => {
       expect(logger.lines.filter((line) => line.level !== 'log')).toEqual([]);
       expect(logger.lines.some((line) => /successfully started/.test(line.message))).toBe(true);
     } finally {
-      await app.dataSource.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await app.close();
+      try {
+        await app.close();
+      } finally {
+        await dropSchema(schema);
+      }
     }
   });
 });

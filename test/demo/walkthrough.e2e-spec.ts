@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { startBookingsApp, type RunningBookingsApp } from '../../example/bookings-app.js';
 import { findPython } from '../../example/demo/published-client.js';
 import { runWalkthrough, type WalkthroughResult } from '../../example/demo/walkthrough.js';
+import { dropSchema } from '../support/test-app.js';
 
 describe('npm run demo walkthrough', () => {
   // A schema of its own: other test files use the default tables in parallel.
@@ -45,9 +46,9 @@ describe('npm run demo walkthrough', () => {
   afterAll(async () => {
     if (!app) return;
     try {
-      await app.dataSource.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    } finally {
       await app.close();
+    } finally {
+      await dropSchema(schema);
     }
   });
 

@@ -19,7 +19,7 @@ import { startBookingsApp, type RunningBookingsApp } from '../../example/booking
 import { createBookingsDocument } from '../../example/openapi.js';
 import { IdempotencyKeys, Idempotent } from '../../src/index.js';
 import { IdempotencyTestingModule } from '../../src/testing/index.js';
-import { ADAPTERS } from '../support/test-app.js';
+import { ADAPTERS, dropSchema } from '../support/test-app.js';
 import { bookingRequest } from '../support/booking-request.js';
 import { send } from '../support/http.js';
 import { expectProblem } from '../support/problem.js';
@@ -65,9 +65,9 @@ describe.each(ADAPTERS)('OpenAPI document of the example (%s)', (adapter) => {
   afterAll(async () => {
     if (!app) return;
     try {
-      await app.dataSource.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    } finally {
       await app.close();
+    } finally {
+      await dropSchema(schema);
     }
   });
 

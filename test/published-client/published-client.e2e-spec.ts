@@ -23,7 +23,7 @@ import {
 import { bookingRequest } from '../support/booking-request.js';
 import { send } from '../support/http.js';
 import { waitFor } from '../support/processes.js';
-import { ADAPTERS } from '../support/test-app.js';
+import { ADAPTERS, dropSchema } from '../support/test-app.js';
 
 const TOKEN = 'demo-token-acme';
 const PARTNER = DEMO_PARTNERS[TOKEN];
@@ -121,9 +121,9 @@ describe.each(ADAPTERS)('the published Python client against the example on %s',
   afterAll(async () => {
     if (!app) return;
     try {
-      await app.dataSource.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    } finally {
       await app.close();
+    } finally {
+      await dropSchema(schema);
     }
   });
 

@@ -344,6 +344,21 @@ export async function dropTable(tableName: string): Promise<void> {
   }
 }
 
+/**
+ * Drops a test's schema on a connection of its own. Call it after the app is closed: a DROP
+ * SCHEMA ... CASCADE beside the app's own sessions (its purge sweep, its listener, a batch)
+ * can deadlock with them (seen in CI: "deadlock detected" in an afterAll).
+ */
+export async function dropSchema(schema: string): Promise<void> {
+  const client = new pg.Client(process.env.DATABASE_URL);
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
 /** Waits until the key's record is in `state`: a claim happened, whatever the machine's load. */
 export async function waitForRecord(
   tableName: string,
